@@ -1,0 +1,154 @@
+"""The caller's interface to the core: `RawNode`, `Ready` and `advance`.
+
+The contract (as in etcd-io/raft's RawNode), for each `Ready` in order:
+
+1. Persist `hard_state` (if not None) and `entries` (truncating the stored log from
+   `entries[0].index` on), and sync. A vote or an acknowledgement in `messages` is a
+   promise that only holds once this is durable (Raft Fig. 2, "Persistent state").
+2. Send `messages`.
+3. Apply `committed_entries` to the service, in order.
+4. Call `advance(ready)`.
+
+Between `ready()` and `advance()` the caller may keep calling `tick`, `step` and
+`propose`; it must not ask for another `Ready` before advancing the last one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phalanx.core.messages import Message
+from phalanx.core.progress import Progress
+from phalanx.core.raft import Raft, RaftConfig, Role
+from phalanx.core.types import Entry, HardState, Index, NodeId, Term
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting; need not be persisted."""
+
+    leader_id: NodeId
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Work for the caller. Field order is the order of the contract above."""
+
+    soft_state: SoftState | None
+    #: Persist before sending `messages`.
+    hard_state: HardState | None
+    #: Persist (truncating from entries[0].index) before sending `messages`.
+    entries: Sequence[Entry]
+    #: Send after persisting.
+    messages: Sequence[Message]
+    #: Apply in order, after persisting.
+    committed_entries: Sequence[Entry]
+
+    def must_sync(self) -> bool:
+        return self.hard_state is not None or bool(self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    node_id: NodeId
+    role: Role
+    term: Term
+    leader_id: NodeId
+    last_index: Index
+    commit_index: Index
+    applied_index: Index
+    progress: dict[NodeId, str]
+
+
+class RawNode:
+    def __init__(
+        self,
+        config: RaftConfig,
+        rng: random.Random,
+        *,
+        hard_state: HardState | None = None,
+        entries: Sequence[Entry] = (),
+    ) -> None:
+        self.raft = Raft(config, rng, hard_state=hard_state, entries=entries)
+        self._persisted_hard_state = hard_state or HardState()
+        self._reported_soft_state = SoftState(self.raft.leader_id, self.raft.role)
+        self._outstanding = False
+
+    # Inputs pass straight through; see `Raft` for their meaning.
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, message: Message) -> None:
+        self.raft.step(message)
+
+    def propose(self, commands: Sequence[bytes]) -> tuple[Index, Index]:
+        return self.raft.propose(commands)
+
+    def campaign(self) -> None:
+        self.raft.campaign()
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        self.raft.transfer_leadership(target)
+
+    def report_unreachable(self, peer: NodeId) -> None:
+        self.raft.report_unreachable(peer)
+
+    def has_ready(self) -> bool:
+        raft = self.raft
+        return bool(
+            raft.messages
+            or raft.log.has_unstable()
+            or raft.log.has_committed_to_apply()
+            or raft.hard_state() != self._persisted_hard_state
+            or self._soft_state() != self._reported_soft_state
+        )
+
+    def ready(self) -> Ready:
+        assert not self._outstanding, "advance() the previous Ready first"
+        raft = self.raft
+        soft = self._soft_state()
+        hard = raft.hard_state()
+        ready = Ready(
+            soft_state=soft if soft != self._reported_soft_state else None,
+            hard_state=hard if hard != self._persisted_hard_state else None,
+            entries=raft.log.unstable_entries(),
+            messages=raft.messages,
+            committed_entries=raft.log.next_committed_entries(raft.config.max_apply_bytes),
+        )
+        raft.messages = []
+        self._reported_soft_state = soft
+        self._outstanding = True
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        assert self._outstanding, "advance() without ready()"
+        self._outstanding = False
+        raft = self.raft
+        if ready.hard_state is not None:
+            self._persisted_hard_state = ready.hard_state
+        if ready.entries:
+            last = ready.entries[-1]
+            raft.log.stable_to(last.index, last.term)
+            raft.on_persisted(raft.log.stable)
+        if ready.committed_entries:
+            raft.log.applied_to(ready.committed_entries[-1].index)
+
+    def status(self) -> Status:
+        raft = self.raft
+        progress: dict[NodeId, Progress] = raft.progress if raft.role is Role.LEADER else {}
+        return Status(
+            node_id=raft.id,
+            role=raft.role,
+            term=raft.term,
+            leader_id=raft.leader_id,
+            last_index=raft.log.last_index(),
+            commit_index=raft.log.committed,
+            applied_index=raft.log.applied,
+            progress={node: repr(p) for node, p in progress.items()},
+        )
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(self.raft.leader_id, self.raft.role)

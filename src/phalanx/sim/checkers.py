@@ -1,0 +1,128 @@
+"""Invariant checkers for the simulator: Raft's safety properties (paper Fig. 3),
+checked after every simulated event, plus the properties a user relies on.
+
+* Election Safety: at most one leader per term.
+* Leader Append-Only: a leader never overwrites or deletes entries in its log.
+* Log Matching: two logs with an entry of the same index and term are identical up
+  to that index.
+* Leader Completeness: a leader's log holds every entry committed in earlier terms.
+* State Machine Safety: no two nodes apply different entries at the same index.
+* Commit monotonicity: a node's commit index never decreases while it runs.
+
+A violation raises `InvariantViolation`, carrying the simulated time, so the seed
+and time are enough to replay up to the failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from phalanx.core.log import RaftLog
+from phalanx.core.types import Entry, Index, NodeId, Term
+
+
+class InvariantViolation(AssertionError):
+    def __init__(self, invariant: str, detail: str, time: int) -> None:
+        super().__init__(f"{invariant} violated at t={time}: {detail}")
+        self.invariant = invariant
+        self.detail = detail
+        self.time = time
+
+
+@dataclass(slots=True)
+class _LeaderMark:
+    term: Term
+    last_index: Index
+    last_term: Term
+
+
+@dataclass
+class InvariantChecker:
+    time: int = 0
+    leaders_by_term: dict[Term, NodeId] = field(default_factory=dict)
+    #: index -> the entry every node applied there (the first one seen).
+    applied: dict[Index, Entry] = field(default_factory=dict)
+    #: Highest index known committed anywhere (the highest applied index).
+    committed_high: Index = Index(0)
+    _leader_marks: dict[NodeId, _LeaderMark] = field(default_factory=dict)
+    _commit_seen: dict[NodeId, Index] = field(default_factory=dict)
+
+    def fail(self, invariant: str, detail: str) -> None:
+        raise InvariantViolation(invariant, detail, self.time)
+
+    def on_restart(self, node: NodeId) -> None:
+        """A new incarnation: its volatile commit may restart lower, legitimately."""
+        self._commit_seen.pop(node, None)
+        self._leader_marks.pop(node, None)
+
+    def on_apply(self, node: NodeId, entry: Entry, expected_index: Index) -> None:
+        if entry.index != expected_index:
+            self.fail(
+                "State Machine Safety",
+                f"node {node} applied index {entry.index}, expected {expected_index}",
+            )
+        first = self.applied.setdefault(entry.index, entry)
+        if first != entry:
+            self.fail(
+                "State Machine Safety",
+                f"node {node} applied {entry} at index {entry.index}; another node applied {first}",
+            )
+        self.committed_high = max(self.committed_high, entry.index)
+
+    def after_event(self, node: NodeId, role_is_leader: bool, term: Term, log: RaftLog) -> None:
+        """Checks that only need the node that just changed."""
+        previous_commit = self._commit_seen.get(node, Index(0))
+        if log.committed < previous_commit:
+            self.fail(
+                "Commit Monotonicity",
+                f"node {node} commit index went from {previous_commit} to {log.committed}",
+            )
+        self._commit_seen[node] = log.committed
+        if role_is_leader:
+            self._check_leader(node, term, log)
+        else:
+            self._leader_marks.pop(node, None)
+
+    def _check_leader(self, node: NodeId, term: Term, log: RaftLog) -> None:
+        owner = self.leaders_by_term.setdefault(term, node)
+        if owner != node:
+            self.fail("Election Safety", f"nodes {owner} and {node} both lead term {term}")
+        mark = self._leader_marks.get(node)
+        if mark is None or mark.term != term:
+            self._check_completeness(node, term, log)
+        elif log.last_index() < mark.last_index or log.term(mark.last_index) != mark.last_term:
+            self.fail(
+                "Leader Append-Only",
+                f"leader {node} of term {term} lost or changed entry {mark.last_index}",
+            )
+        self._leader_marks[node] = _LeaderMark(term, log.last_index(), log.last_term())
+
+    def _check_completeness(self, node: NodeId, term: Term, log: RaftLog) -> None:
+        for index in range(log.offset + 1, self.committed_high + 1):
+            committed = self.applied.get(Index(index))
+            if committed is None or committed.term >= term:
+                continue
+            if index > log.last_index() or log.entry(index) != committed:
+                self.fail(
+                    "Leader Completeness",
+                    f"new leader {node} of term {term} lacks committed entry {committed}",
+                )
+
+    def check_log_matching(self, logs: Iterable[tuple[NodeId, RaftLog]]) -> None:
+        """Full Log Matching check across all nodes (O(total log length))."""
+        by_position: dict[tuple[int, int], tuple[NodeId, Entry, int]] = {}
+        for node, log in logs:
+            # A running hash of the prefix lets equal (index, term) pairs compare
+            # whole prefixes in O(1).
+            prefix = 0
+            for entry in log.entries:
+                prefix = hash((prefix, entry.term, entry.index, entry.kind, entry.data))
+                key = (entry.index, entry.term)
+                seen = by_position.setdefault(key, (node, entry, prefix))
+                if seen[2] != prefix:
+                    self.fail(
+                        "Log Matching",
+                        f"nodes {seen[0]} and {node} hold entry index={entry.index} "
+                        f"term={entry.term} with different logs up to it",
+                    )
