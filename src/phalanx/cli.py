@@ -17,6 +17,8 @@ _COMMAND_MODULES = (
     "phalanx.check.cli",
     "phalanx.bench.cli",
     "phalanx.examples.cli",
+    "phalanx.server.cli",
+    "phalanx.demo",
 )
 
 

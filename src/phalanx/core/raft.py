@@ -35,8 +35,9 @@ follower, the bytes per AppendEntries, and the uncommitted bytes at the leader.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import enum
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,10 @@ from phalanx.core.types import (
     Term,
     entry_size_bytes,
 )
+
+
+if TYPE_CHECKING:
+    import random  # only the type of the injected generator
 
 
 class Role(enum.Enum):

@@ -2,8 +2,9 @@
 
 Today: a bank account as a deterministic state machine, a faulty twin of it, a replica
 group that votes over state digests, and the lesson `phalanx learn state-machines` that
-puts them side by side. Printing lives in `lesson_view`, the command in `cli`; the names
-below are the library.
+puts them side by side; and `KeyValue` and `Bank`, services for a cluster
+(`--service phalanx.examples.kv:KeyValue`, `--service phalanx.examples.bank:Bank`).
+Printing lives in `lesson_view`, the command in `cli`; the names below are the library.
 """
 
 from phalanx.examples.account import (
@@ -19,6 +20,8 @@ from phalanx.examples.account import (
     state_digest,
     transition,
 )
+from phalanx.examples.bank import Bank
+from phalanx.examples.kv import KeyValue
 from phalanx.examples.lesson import (
     GroupVerdict,
     LessonConfig,
@@ -32,6 +35,7 @@ from phalanx.examples.replicas import GroupRun, ReplicaGroup, Verdict, VoteResul
 __all__ = [
     "AccountError",
     "AccountState",
+    "Bank",
     "Command",
     "Deposit",
     "DeterministicAccount",
@@ -39,6 +43,7 @@ __all__ = [
     "GroupRun",
     "GroupVerdict",
     "InvalidAmountError",
+    "KeyValue",
     "LessonConfig",
     "LessonConfigError",
     "LessonResult",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -131,6 +132,8 @@ class SimCluster:
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.checker = InvariantChecker()
         self.messages_sent = 0
+        #: Messages the nodes sent, by message type name (before any network fault).
+        self.messages_by_type: Counter[str] = Counter()
         self.messages_delivered = 0
         self.events = 0
         self.ticks = 0
@@ -243,10 +246,14 @@ class SimCluster:
             return
         for proposal in self.proposals:
             if (
-                proposal.node_id == node.node_id
-                and proposal.index == entry.index
-                and proposal.incarnation == node.incarnation
-            ) and proposal.term == entry.term and proposal.data == entry.data:
+                (
+                    proposal.node_id == node.node_id
+                    and proposal.index == entry.index
+                    and proposal.incarnation == node.incarnation
+                )
+                and proposal.term == entry.term
+                and proposal.data == entry.data
+            ):
                 self.acknowledged[entry.index] = entry.data
         self.proposals = [
             p for p in self.proposals if not (p.node_id == node.node_id and p.index <= entry.index)
@@ -254,6 +261,7 @@ class SimCluster:
 
     def _send(self, message: Message) -> None:
         self.messages_sent += 1
+        self.messages_by_type[type(message).__name__] += 1
         if (message.from_id, message.to) in self.blocked:
             return
         faults = self.faults

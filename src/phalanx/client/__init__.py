@@ -1,0 +1,20 @@
+"""Clients of a phalanx cluster."""
+
+from phalanx.client.client import AsyncClient, Client
+from phalanx.client.errors import (
+    ClientError,
+    ClusterUnavailableError,
+    OutcomeUnknownError,
+    RequestRejectedError,
+    SessionExpiredError,
+)
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "ClusterUnavailableError",
+    "OutcomeUnknownError",
+    "RequestRejectedError",
+    "SessionExpiredError",
+]

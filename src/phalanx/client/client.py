@@ -1,0 +1,310 @@
+"""`AsyncClient` and its synchronous twin `Client`.
+
+Theory of operation
+-------------------
+A client talks to one node at a time. It opens a session through the log (the session
+id is the log index of the open entry), then sends each command with its session id
+and a fresh sequence number. Any answer other than a result (not the leader, leadership
+changed, connection lost, no answer within `attempt_timeout`) makes it try again, at the
+leader it was pointed to or at the next member, with the SAME sequence number: the
+replicated session table applies a sequence number once and returns the cached reply to
+every retry, so retrying is always safe. Each command also carries the lowest sequence
+number still unanswered, which lets the cluster forget older replies.
+
+Many calls may be in flight at once (from many tasks, or many threads for `Client`);
+they share the connection and are matched to replies by request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from phalanx.client.errors import (
+    ClusterUnavailableError,
+    OutcomeUnknownError,
+    RequestRejectedError,
+    SessionExpiredError,
+)
+from phalanx.transport.addresses import client_addresses
+from phalanx.transport.tcp import Connection, ConnectionState
+from phalanx.transport.wire import (
+    MAX_FRAME_BYTES_DEFAULT,
+    ClientReply,
+    CommandRequest,
+    Hello,
+    OpenSessionRequest,
+    Refused,
+    ReplyStatus,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+    WireMessage,
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+RETRY_DELAY_S = 0.01
+RETRY_DELAY_MAX_S = 0.2
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        members: Sequence[str] | str,
+        *,
+        cluster_id: str = "phalanx",
+        timeout: float = 10.0,
+        attempt_timeout: float = 1.0,
+    ) -> None:
+        self.addresses = client_addresses(members)
+        self.cluster_id = cluster_id
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.session_id = 0
+        self._target = 0
+        self._connection: Connection | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._session_lock: asyncio.Lock | None = None
+        self._futures: dict[int, tuple[asyncio.Future[ClientReply | StatusReply], Connection]] = {}
+        self._request_ids = itertools.count(1)
+        self._next_seq = 1
+        self._outstanding: set[int] = set()
+        self.retries = 0
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- the public calls ----------------------------------------------------------------
+
+    async def call(self, command: Any, timeout: float | None = None) -> Any:
+        """Sends one command and returns the service's reply, applied exactly once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        payload = _encoder.encode(command)
+        await self._ensure_session(deadline)
+        seq = self._next_seq
+        self._next_seq += 1
+        self._outstanding.add(seq)
+        try:
+            reply = await self._until_answered(
+                deadline,
+                lambda rid: CommandRequest(
+                    rid, self.session_id, seq, min(self._outstanding), payload
+                ),
+                sent_once=False,
+            )
+        finally:
+            self._outstanding.discard(seq)
+        return _decoder.decode(reply.payload)
+
+    async def status(self, address_index: int | None = None) -> dict[str, object]:
+        """The status of one member (by position in `members`), or of the current node."""
+        if address_index is not None:
+            await self.close()
+            self._target = address_index
+        connection = await self._connect(asyncio.get_running_loop().time() + self.attempt_timeout)
+        request_id = next(self._request_ids)
+        future = self._register(request_id, connection)
+        connection.send(StatusRequest(request_id))
+        reply = await asyncio.wait_for(future, self.attempt_timeout)
+        assert isinstance(reply, StatusReply)
+        return reply.status
+
+    # -- sessions and retries -------------------------------------------------------------
+
+    async def _ensure_session(self, deadline: float) -> None:
+        if self._session_lock is None:
+            self._session_lock = asyncio.Lock()
+        async with self._session_lock:
+            if self.session_id:
+                return
+            reply = await self._until_answered(deadline, OpenSessionRequest, sent_once=False)
+            self.session_id = reply.session_id
+
+    async def _until_answered(self, deadline: float, make: Any, *, sent_once: bool) -> ClientReply:
+        loop = asyncio.get_running_loop()
+        delay = RETRY_DELAY_S
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if sent_once:
+                    raise OutcomeUnknownError("no answer before the deadline; it may have applied")
+                raise ClusterUnavailableError("no leader reachable before the deadline")
+            try:
+                connection = await self._connect(deadline)
+            except ClusterUnavailableError:
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, RETRY_DELAY_MAX_S)
+                continue
+            request_id = next(self._request_ids)
+            future = self._register(request_id, connection)
+            connection.send(make(request_id))
+            sent_once = True
+            try:
+                reply = await asyncio.wait_for(future, min(remaining, self.attempt_timeout))
+            except (TimeoutError, _ConnectionLost):
+                self._futures.pop(request_id, None)
+                self._drop(connection, rotate=True)
+                self.retries += 1
+                continue
+            assert isinstance(reply, ClientReply)
+            if reply.status is ReplyStatus.OK:
+                return reply
+            if reply.status is ReplyStatus.REJECTED:
+                raise RequestRejectedError(reply.message)
+            if reply.status is ReplyStatus.SESSION_UNKNOWN:
+                self.session_id = 0
+                raise SessionExpiredError(reply.message)
+            self.retries += 1
+            if reply.status is ReplyStatus.NOT_LEADER:
+                self._redirect(connection, reply.leader_hint)
+            await asyncio.sleep(delay if reply.status is ReplyStatus.RETRY else 0)
+            delay = min(delay * 2, RETRY_DELAY_MAX_S)
+
+    def _register(
+        self, request_id: int, connection: Connection
+    ) -> asyncio.Future[ClientReply | StatusReply]:
+        future: asyncio.Future[ClientReply | StatusReply] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._futures[request_id] = (future, connection)
+        return future
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _redirect(self, connection: Connection, hint: str) -> None:
+        if connection is not self._connection:
+            return  # someone already moved on
+        target = None
+        if hint:
+            host, _, port = hint.rpartition(":")
+            if (host, int(port)) in self.addresses:
+                target = self.addresses.index((host, int(port)))
+        self._drop(connection, rotate=target is None)
+        if target is not None:
+            self._target = target
+
+    def _drop(self, connection: Connection, *, rotate: bool) -> None:
+        """Stops using `connection`; `rotate` moves on to the next member."""
+        if connection is self._connection:
+            self._connection = None
+            if rotate:
+                self._target = (self._target + 1) % len(self.addresses)
+        connection.close()
+
+    async def _connect(self, deadline: float) -> Connection:
+        if self._connection is not None and self._connection.state is not ConnectionState.CLOSED:
+            return self._connection
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if (
+                self._connection is not None
+                and self._connection.state is not ConnectionState.CLOSED
+            ):
+                return self._connection
+            for _ in range(len(self.addresses)):
+                connection = await self._try_connect(self.addresses[self._target], deadline)
+                if connection is not None:
+                    self._connection = connection
+                    return connection
+                self._target = (self._target + 1) % len(self.addresses)
+        raise ClusterUnavailableError(f"no member of {self.addresses} accepted a connection")
+
+    async def _try_connect(self, address: tuple[str, int], deadline: float) -> Connection | None:
+        loop = asyncio.get_running_loop()
+        welcome: asyncio.Future[bool] = loop.create_future()
+
+        def on_message(connection: Connection, message: WireMessage) -> None:
+            if isinstance(message, Welcome | Refused):
+                if not welcome.done():
+                    welcome.set_result(isinstance(message, Welcome))
+                return
+            if isinstance(message, ClientReply | StatusReply):
+                waiting = self._futures.pop(message.request_id, None)
+                if waiting is not None and not waiting[0].done():
+                    waiting[0].set_result(message)
+
+        def on_lost(connection: Connection) -> None:
+            if not welcome.done():
+                welcome.set_result(False)
+            for request_id, (future, owner) in list(self._futures.items()):
+                if owner is connection:
+                    del self._futures[request_id]
+                    if not future.done():
+                        future.set_exception(_ConnectionLost())
+
+        timeout = max(0.01, min(self.attempt_timeout, deadline - loop.time()))
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: Connection(
+                        on_message, on_lost, MAX_FRAME_BYTES_DEFAULT, ConnectionState.OUTBOUND
+                    ),
+                    *address,
+                ),
+                timeout,
+            )
+            connection.send(Hello(self.cluster_id, "client"))
+            if await asyncio.wait_for(welcome, timeout):
+                return connection
+            connection.close()
+        except (OSError, TimeoutError):
+            pass
+        return None
+
+
+class Client:
+    """The synchronous twin of `AsyncClient`; safe to call from many threads at once."""
+
+    def __init__(self, members: Sequence[str] | str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(members, **options)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, command: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(
+            self._async.call(command, timeout), self._loop
+        ).result()
+
+    def status(self, address_index: int | None = None) -> dict[str, object]:
+        return asyncio.run_coroutine_threadsafe(
+            self._async.status(address_index), self._loop
+        ).result()
+
+    @property
+    def session_id(self) -> int:
+        return self._async.session_id
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._async.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

@@ -1,0 +1,132 @@
+"""Node settings: from the command line or a TOML file, validated before anything starts.
+
+Every bad value raises `ConfigError` naming the setting, so `phalanx node` can refuse
+to start with a message the operator can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phalanx.core.errors import ConfigError
+from phalanx.core.types import NodeId
+from phalanx.service.base import Service
+from phalanx.transport.addresses import parse_address
+
+MAX_MEMBERS = 9
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: NodeId
+    members: dict[NodeId, tuple[str, int]]
+    data_dir: Path
+    service: str
+    cluster_id: str = "phalanx"
+    #: One Raft tick. Elections time out after 10-20 ticks (250-500 ms by default).
+    tick_ms: int = 25
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 2
+    session_timeout_ms: int = 60_000
+    max_sessions: int = 10_000
+    #: Proposals waiting for the next batch; beyond it clients are told to retry.
+    max_pending_proposals: int = 100_000
+    max_command_bytes: int = 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
+    max_inflight_messages: int = 256
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.members[self.node_id]
+
+    def validate(self) -> None:
+        if not 1 <= len(self.members) <= MAX_MEMBERS:
+            raise ConfigError("members", f"need 1 to {MAX_MEMBERS} members")
+        if self.node_id not in self.members:
+            raise ConfigError("id", f"node {self.node_id} is not in members {sorted(self.members)}")
+        addresses = list(self.members.values())
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError("members", "two members share one address")
+        if not self.cluster_id or len(self.cluster_id) > 128:
+            raise ConfigError("cluster_id", "must be 1 to 128 characters")
+        for name in ("tick_ms", "session_timeout_ms", "max_sessions", "max_pending_proposals"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be at least 1")
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
+            raise ConfigError("election_timeout_ticks", "must exceed heartbeat_interval_ticks")
+        load_service_class(self.service)
+
+
+def parse_members(text: str) -> dict[NodeId, tuple[str, int]]:
+    """Parses `1=127.0.0.1:7101,2=127.0.0.1:7102`."""
+    members: dict[NodeId, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, sep, address = item.partition("=")
+        if not sep or not node.strip().isdigit():
+            raise ConfigError("members", f"{item!r} is not of the form ID=HOST:PORT")
+        node_id = NodeId(int(node))
+        if node_id < 1 or node_id in members:
+            raise ConfigError("members", f"node id {node_id} is invalid or repeated")
+        members[node_id] = parse_address(address, "members")
+    if not members:
+        raise ConfigError("members", "no members given")
+    return members
+
+
+def load_service_class(spec: str) -> type[Service]:
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ConfigError("service", f"{spec!r} is not MODULE:CLASS")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError("service", f"cannot import {module_name!r}: {error}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Service)):
+        raise ConfigError("service", f"{spec!r} is not a phalanx.Service subclass")
+    return cls
+
+
+def config_from_toml(path: Path, overrides: dict[str, Any]) -> NodeConfig:
+    """Reads a TOML file (keys as in `NodeConfig`; `members` as a string or a table)."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError("config", f"cannot read {path}: {error}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(raw)
+
+
+def build_config(raw: dict[str, Any]) -> NodeConfig:
+    known = {f.name for f in dataclasses.fields(NodeConfig)} | {"id", "data"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown setting")
+    values = dict(raw)
+    if "id" in values:
+        values["node_id"] = values.pop("id")
+    if "data" in values:
+        values["data_dir"] = values.pop("data")
+    for required in ("node_id", "members", "data_dir", "service"):
+        if values.get(required) in (None, ""):
+            raise ConfigError(required, "is required")
+    members = values["members"]
+    if isinstance(members, dict):
+        members = ",".join(f"{k}={v}" for k, v in members.items())
+    values["members"] = parse_members(str(members))
+    values["data_dir"] = Path(values["data_dir"])
+    try:
+        values["node_id"] = NodeId(int(values["node_id"]))
+    except (TypeError, ValueError):
+        raise ConfigError("id", f"{values['node_id']!r} is not an integer") from None
+    for field in dataclasses.fields(NodeConfig):
+        if field.type == "int" and field.name in values and type(values[field.name]) is not int:
+            raise ConfigError(field.name, f"must be an integer, got {values[field.name]!r}")
+    config = NodeConfig(**values)
+    config.validate()
+    return config

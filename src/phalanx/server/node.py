@@ -1,0 +1,306 @@
+"""The node: the one place where the pure core meets disks, sockets and clocks.
+
+Theory of operation
+-------------------
+Everything runs on one asyncio event loop. Peer messages are stepped into the core as
+they arrive, a timer ticks it every `tick_ms`, and client requests are queued and
+proposed as one batch per turn of the ready loop. The ready loop follows the core's
+contract for each `Ready`:
+
+1. the leader's AppendEntries and heartbeats go out at once: they promise nothing,
+   and a leader counts itself towards a commit only after its own sync (Raft thesis
+   §10.2.1), so replication overlaps the leader's disk write;
+2. entries and hard state are written, then synced in a worker thread. While that
+   sync runs, the loop keeps receiving messages and client requests, so the next
+   `Ready` carries everything that arrived meanwhile: one fdatasync covers a whole
+   batch (group commit);
+3. only then do votes and acknowledgements leave;
+4. committed entries are applied to the service container, whose replies go back to
+   the clients waiting on those log indices (only the leader has any);
+5. `advance`.
+
+A client's request is answered only after its entry is applied. When a node stops
+leading, every waiting request is told to retry: its entry may still commit, and the
+session table makes the retry return the first outcome rather than apply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from phalanx.core.errors import NotLeaderError, ProposalDroppedError
+from phalanx.core.messages import AppendRequest, HeartbeatRequest, Message
+from phalanx.core.raft import RaftConfig, Role
+from phalanx.core.rawnode import RawNode, Ready
+from phalanx.core.types import Entry, Index, NodeId, Term
+from phalanx.server.config import NodeConfig, load_service_class
+from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
+from phalanx.service.envelope import Command, KeepAlive, OpenSession, encode_envelope
+from phalanx.storage import WalStorage
+from phalanx.transport.tcp import ClientRequestMessage, Connection, NodeTransport
+from phalanx.transport.wire import (
+    ClientReply,
+    CommandRequest,
+    KeepAliveRequest,
+    OpenSessionRequest,
+    ReplyStatus,
+    StatusReply,
+    StatusRequest,
+)
+
+log = logging.getLogger("phalanx.node")
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: Term
+    connection: Connection
+    request_id: int
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        config.validate()
+        self.config = config
+        self.service = load_service_class(config.service)()
+        self.container = ServiceContainer(
+            self.service,
+            ContainerLimits(
+                session_timeout_ms=config.session_timeout_ms, max_sessions=config.max_sessions
+            ),
+        )
+        self.storage = WalStorage(
+            config.data_dir, cluster_id=config.cluster_id, node_id=config.node_id
+        )
+        restored = self.storage.load()
+        for line in restored.report:
+            log.warning("storage recovery: %s", line)
+        raft_config = RaftConfig(
+            node_id=config.node_id,
+            voters=tuple(sorted(config.members)),
+            election_timeout_ticks=config.election_timeout_ticks,
+            heartbeat_interval_ticks=config.heartbeat_interval_ticks,
+            max_message_bytes=config.max_message_bytes,
+            max_inflight_messages=config.max_inflight_messages,
+        )
+        self.raw = RawNode(
+            raft_config, random.Random(), hard_state=restored.hard_state, entries=restored.entries
+        )
+        self.transport: NodeTransport | None = None
+        self._queue: list[tuple[bytes, Connection, int]] = []
+        self._waiters: dict[Index, _Waiter] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
+        self.syncs = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        host, port = self.config.address
+        self.transport = NodeTransport(
+            node_id=self.config.node_id,
+            cluster_id=self.config.cluster_id,
+            host=host,
+            port=port,
+            peers={n: a for n, a in self.config.members.items() if n != self.config.node_id},
+            on_peer_message=self._on_peer_message,
+            on_client_message=self._on_client_message,
+            on_peer_unreachable=self._on_peer_unreachable,
+            max_frame_bytes=self.config.max_message_bytes * 2 + 65536,
+        )
+        await self.transport.start()
+        log.info("node %s serving on %s:%s", self.config.node_id, host, port)
+        ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+        ready_loop = asyncio.get_running_loop().create_task(self._ready_loop())
+        await stop.wait()
+        self._stopping = True
+        self._wake.set()
+        ticker.cancel()
+        await ready_loop  # finishes the sync in progress, if any
+        await self.transport.close()
+        self.storage.close()
+        self._sync_pool.shutdown()
+        log.info("node %s stopped", self.config.node_id)
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_ms / 1000
+        next_tick = time.monotonic()
+        while True:
+            next_tick += interval
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            self.raw.tick()
+            self._wake.set()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _on_peer_message(self, message: Message) -> None:
+        self.raw.step(message)
+        self._wake.set()
+
+    def _on_peer_unreachable(self, peer: NodeId) -> None:
+        self.raw.report_unreachable(peer)
+
+    def _on_client_message(self, connection: Connection, message: ClientRequestMessage) -> None:
+        if isinstance(message, StatusRequest):
+            connection.send(StatusReply(message.request_id, self.status()))
+            return
+        raft = self.raw.raft
+        if raft.role is not Role.LEADER:
+            connection.send(
+                ClientReply(message.request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint())
+            )
+            return
+        if len(self._queue) + len(self._waiters) >= self.config.max_pending_proposals:
+            connection.send(
+                ClientReply(message.request_id, ReplyStatus.RETRY, message="leader busy")
+            )
+            return
+        now_ms = int(time.time() * 1000)
+        if isinstance(message, CommandRequest):
+            if len(message.payload) > self.config.max_command_bytes:
+                connection.send(
+                    ClientReply(
+                        message.request_id,
+                        ReplyStatus.REJECTED,
+                        message=f"command of {len(message.payload)} bytes exceeds "
+                        f"max_command_bytes={self.config.max_command_bytes}",
+                    )
+                )
+                return
+            envelope: Any = Command(
+                now_ms, message.session_id, message.seq, message.first_incomplete, message.payload
+            )
+        elif isinstance(message, OpenSessionRequest):
+            envelope = OpenSession(now_ms)
+        elif isinstance(message, KeepAliveRequest):
+            envelope = KeepAlive(now_ms, message.session_id)
+        self._queue.append((encode_envelope(envelope), connection, message.request_id))
+        self._wake.set()
+
+    def _hint(self) -> str:
+        leader = self.raw.raft.leader_id
+        if leader in self.config.members:
+            host, port = self.config.members[leader]
+            return f"{host}:{port}"
+        return ""
+
+    # -- the ready loop ------------------------------------------------------------------------
+
+    async def _ready_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            self._propose_queued()
+            while self.raw.has_ready():
+                await self._handle_ready(self.raw.ready())
+                self._propose_queued()
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        transport = self.transport
+        assert transport is not None
+        if ready.soft_state is not None:
+            self._on_soft_state(ready.soft_state.role, ready.soft_state.leader_id)
+        later: list[Message] = []
+        for message in ready.messages:
+            if isinstance(message, AppendRequest | HeartbeatRequest):
+                transport.send(message)
+            else:
+                later.append(message)
+        if ready.must_sync():
+            self.storage.write(ready.entries, ready.hard_state)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._sync_pool, self.storage.sync)
+            self.syncs += 1
+        for message in later:
+            transport.send(message)
+        self._apply(ready.committed_entries)
+        self.raw.advance(ready)
+
+    def _propose_queued(self) -> None:
+        if not self._queue:
+            return
+        queue, self._queue = self._queue, []
+        try:
+            first, _ = self.raw.propose([data for data, _, _ in queue])
+        except (NotLeaderError, ProposalDroppedError) as error:
+            status = (
+                ReplyStatus.NOT_LEADER if isinstance(error, NotLeaderError) else ReplyStatus.RETRY
+            )
+            for _, connection, request_id in queue:
+                connection.send(
+                    ClientReply(request_id, status, leader_hint=self._hint(), message=str(error))
+                )
+            return
+        term = self.raw.raft.term
+        for offset, (_, connection, request_id) in enumerate(queue):
+            self._waiters[Index(first + offset)] = _Waiter(term, connection, request_id)
+
+    def _on_soft_state(self, role: Role, leader: NodeId) -> None:
+        log.info("node %s is now %s (leader %s)", self.config.node_id, role.value, leader)
+        if role is not Role.LEADER and self._waiters:
+            waiters, self._waiters = self._waiters, {}
+            for waiter in waiters.values():
+                waiter.connection.send(
+                    ClientReply(
+                        waiter.request_id,
+                        ReplyStatus.RETRY,
+                        leader_hint=self._hint(),
+                        message="leadership changed; outcome unknown, retry",
+                    )
+                )
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            result = self.container.apply(entry)
+            waiter = self._waiters.pop(entry.index, None)
+            if waiter is None:
+                continue
+            if waiter.term != entry.term or result is None:
+                reply = ClientReply(waiter.request_id, ReplyStatus.RETRY, message="entry lost")
+            else:
+                reply = _reply_for(waiter.request_id, result)
+            waiter.connection.send(reply)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        raft = self.raw.raft
+        return {
+            "id": int(self.config.node_id),
+            "role": raft.role.value,
+            "term": int(raft.term),
+            "leader": int(raft.leader_id),
+            "leader_address": self._hint(),
+            "last_index": int(raft.log.last_index()),
+            "commit_index": int(raft.log.committed),
+            "applied_index": int(self.container.applied_index),
+            "log_digest": self.container.log_digest(),
+            "state_digest": self.container.state_digest(),
+            "commands_applied": self.container.commands_applied,
+            "duplicates_suppressed": self.container.duplicates_suppressed,
+            "sessions": len(self.container.sessions),
+            "syncs": self.syncs,
+        }
+
+
+def _reply_for(request_id: int, result: ApplyResult) -> ClientReply:
+    status = result.status
+    if status is ApplyStatus.OK:
+        return ClientReply(
+            request_id, ReplyStatus.OK, payload=result.reply, session_id=result.session_id
+        )
+    if status is ApplyStatus.SESSION_UNKNOWN:
+        return ClientReply(
+            request_id, ReplyStatus.SESSION_UNKNOWN, message="session expired or unknown"
+        )
+    if status is ApplyStatus.TOO_MANY_INFLIGHT:
+        return ClientReply(request_id, ReplyStatus.RETRY, message="too many commands in flight")
+    return ClientReply(request_id, ReplyStatus.REJECTED, message=f"{status.name.lower()}")

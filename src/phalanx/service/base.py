@@ -1,0 +1,39 @@
+"""What a user implements: a deterministic service.
+
+A `Service` is a state machine. phalanx calls `apply(command)` on every replica with
+the same commands in the same order, so every replica must compute the same reply and
+reach the same state from them. That rules out, inside `apply`: the wall clock,
+randomness, threads, network or file I/O, local configuration, and iterating over
+unordered sets of strings (string hashing differs between processes).
+
+Commands and replies are plain data: dict, list, str, int, float, bool, None, bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+
+class Service(abc.ABC):
+    """Subclass and implement `apply` and `state`."""
+
+    @abc.abstractmethod
+    def apply(self, command: Any) -> Any:
+        """Applies one command and returns its reply.
+
+        A command the service does not understand, or with bad arguments, should get
+        an error reply (for example `{"ok": False, "error": "unknown_op"}`): raising is
+        also safe (the container turns the exception into an error reply on every
+        replica alike) but leaves whatever the command had already changed."""
+
+    @abc.abstractmethod
+    def state(self) -> Any:
+        """The whole state as plain data, for state digests (and later snapshots).
+
+        Two replicas that applied the same commands must return equal values."""
+
+
+def error_reply(error: str, message: str) -> dict[str, Any]:
+    """The conventional shape of an error reply."""
+    return {"ok": False, "error": error, "message": message}

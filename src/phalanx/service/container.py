@@ -1,0 +1,209 @@
+"""The service container: applies committed entries to a service, exactly once.
+
+Theory of operation
+-------------------
+The container is itself a deterministic state machine fed by the log. For each
+committed entry it:
+
+1. advances cluster time to max(cluster time, the entry's leader timestamp), so time
+   never runs backwards across leader changes with skewed clocks;
+2. expires sessions idle for longer than `session_timeout_ms` of cluster time;
+3. applies the envelope: opening a session (its id is the entry's log index, unique
+   and known to every replica), closing one, keeping one alive, or a command.
+
+Exactly-once (Raft thesis §6.3): a command carries (session id, sequence number). The
+session remembers the encoded reply of every sequence number at or above the client's
+`first_incomplete`; a retry of a remembered number gets the cached reply without
+applying again. Because the table is updated only by applying log entries, every
+replica agrees on it, and a retry that reaches a new leader is recognised there too.
+
+Bounds: at most `max_sessions` sessions (opening one more evicts the least recently
+active, deterministically) and `max_replies_per_session` cached replies each.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from phalanx.core.types import Entry, EntryKind, Index
+from phalanx.service.base import Service
+from phalanx.service.envelope import (
+    CloseSession,
+    Command,
+    KeepAlive,
+    OpenSession,
+    decode_envelope,
+)
+
+
+class ApplyStatus(enum.IntEnum):
+    OK = 0
+    #: The session does not exist (never opened, expired or evicted): not applied.
+    SESSION_UNKNOWN = 1
+    #: The client has more unanswered commands than the session may cache: not applied.
+    TOO_MANY_INFLIGHT = 2
+    #: A sequence number below the client's own acknowledgement: a stale duplicate.
+    STALE = 3
+    #: The entry's bytes are not a valid envelope or command: not applied.
+    MALFORMED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerLimits:
+    session_timeout_ms: int = 60_000
+    max_sessions: int = 10_000
+    max_replies_per_session: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    index: Index
+    status: ApplyStatus
+    #: The encoded reply (OK), the new session id (opening), or an error message.
+    reply: bytes = b""
+    session_id: int = 0
+    seq: int = 0
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Session:
+    last_active_ms: int
+    first_incomplete: int = 1
+    replies: dict[int, bytes] = field(default_factory=dict)
+
+
+_reply_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_command_decoder = msgspec.msgpack.Decoder()
+
+
+class ServiceContainer:
+    def __init__(self, service: Service, limits: ContainerLimits | None = None) -> None:
+        self.service = service
+        self.limits = limits or ContainerLimits()
+        self.cluster_time_ms = 0
+        self.applied_index = Index(0)
+        self.sessions: OrderedDict[int, _Session] = OrderedDict()
+        self.commands_applied = 0
+        self.duplicates_suppressed = 0
+        self._log_digest = hashlib.blake2b(digest_size=16)
+
+    def apply(self, entry: Entry) -> ApplyResult | None:
+        """Applies one committed entry; None for entries that carry no command."""
+        assert entry.index == self.applied_index + 1, (
+            f"entry {entry.index} applied after {self.applied_index}"
+        )
+        self.applied_index = entry.index
+        self._log_digest.update(entry.index.to_bytes(8, "little"))
+        self._log_digest.update(entry.data)
+        if entry.kind is not EntryKind.COMMAND:
+            return None
+        try:
+            envelope = decode_envelope(entry.data)
+        except msgspec.DecodeError as error:
+            return ApplyResult(entry.index, ApplyStatus.MALFORMED, str(error).encode())
+        self.cluster_time_ms = max(self.cluster_time_ms, envelope.time_ms)
+        self._expire_sessions()
+        if isinstance(envelope, Command):
+            return self._apply_command(entry.index, envelope)
+        if isinstance(envelope, OpenSession):
+            return self._open_session(entry.index)
+        if isinstance(envelope, KeepAlive):
+            return self._touch(entry.index, envelope.session_id)
+        return self._close_session(entry.index, envelope)
+
+    def log_digest(self) -> str:
+        """A rolling digest of every entry applied so far."""
+        return self._log_digest.hexdigest()
+
+    def state_digest(self) -> str:
+        state = _reply_encoder.encode(self.service.state())
+        return hashlib.blake2b(state, digest_size=16).hexdigest()
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def _open_session(self, index: Index) -> ApplyResult:
+        while len(self.sessions) >= self.limits.max_sessions:
+            self.sessions.popitem(last=False)  # least recently active
+        self.sessions[index] = _Session(self.cluster_time_ms)
+        return ApplyResult(index, ApplyStatus.OK, session_id=index)
+
+    def _close_session(self, index: Index, envelope: CloseSession) -> ApplyResult:
+        existed = self.sessions.pop(envelope.session_id, None) is not None
+        status = ApplyStatus.OK if existed else ApplyStatus.SESSION_UNKNOWN
+        return ApplyResult(index, status, session_id=envelope.session_id)
+
+    def _touch(self, index: Index, session_id: int) -> ApplyResult:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return ApplyResult(index, ApplyStatus.SESSION_UNKNOWN, session_id=session_id)
+        session.last_active_ms = self.cluster_time_ms
+        self.sessions.move_to_end(session_id)
+        return ApplyResult(index, ApplyStatus.OK, session_id=session_id)
+
+    def _expire_sessions(self) -> None:
+        deadline = self.cluster_time_ms - self.limits.session_timeout_ms
+        sessions = self.sessions
+        while sessions:
+            session_id, session = next(iter(sessions.items()))
+            if session.last_active_ms >= deadline:
+                return
+            del sessions[session_id]
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _apply_command(self, index: Index, command: Command) -> ApplyResult:
+        result = self._touch(index, command.session_id)
+        if result.status is not ApplyStatus.OK:
+            return ApplyResult(index, result.status, session_id=command.session_id, seq=command.seq)
+        session = self.sessions[command.session_id]
+        if command.first_incomplete > session.first_incomplete:
+            session.first_incomplete = command.first_incomplete
+            for seq in [s for s in session.replies if s < command.first_incomplete]:
+                del session.replies[seq]
+        cached = session.replies.get(command.seq)
+        if cached is not None:
+            self.duplicates_suppressed += 1
+            return ApplyResult(
+                index, ApplyStatus.OK, cached, command.session_id, command.seq, duplicate=True
+            )
+        if command.seq < session.first_incomplete:
+            return ApplyResult(index, ApplyStatus.STALE, b"", command.session_id, command.seq)
+        if len(session.replies) >= self.limits.max_replies_per_session:
+            return ApplyResult(
+                index, ApplyStatus.TOO_MANY_INFLIGHT, b"", command.session_id, command.seq
+            )
+        reply = self._run_service(command.payload)
+        session.replies[command.seq] = reply
+        self.commands_applied += 1
+        return ApplyResult(index, ApplyStatus.OK, reply, command.session_id, command.seq)
+
+    def _run_service(self, payload: bytes) -> bytes:
+        try:
+            command: Any = _command_decoder.decode(payload)
+        except msgspec.DecodeError as error:
+            return _reply_encoder.encode(
+                {"ok": False, "error": "malformed_command", "message": str(error)}
+            )
+        try:
+            reply = self.service.apply(command)
+        except Exception as error:  # the service's bug; deterministic on every replica
+            # The message must not carry anything process-specific (an object's id):
+            # every replica must produce the same reply bytes.
+            reply = {
+                "ok": False,
+                "error": "service_exception",
+                "message": f"{type(error).__name__}: {error}",
+            }
+        try:
+            return _reply_encoder.encode(reply)
+        except TypeError as error:
+            return _reply_encoder.encode(
+                {"ok": False, "error": "unencodable_reply", "message": str(error)}
+            )

@@ -1,0 +1,345 @@
+"""asyncio TCP for nodes and clients.
+
+Theory of operation
+-------------------
+Each node listens on one address that serves both peers and clients; the first frame
+on a connection (`Hello`) says which. Each node also dials every other node and sends
+its Raft messages for that node over that outbound link, so each direction of each
+pair has its own connection and nobody has to break ties between simultaneous dials.
+
+Writes are batched per event-loop turn: `Connection.send` appends an encoded frame to
+a list and the first send of a turn schedules one flush with `call_soon`, so many
+messages produced by one `Ready` leave in one `write`.
+
+A peer's bytes are never trusted: a malformed, oversized or unexpected frame, a Hello
+naming another cluster or an unknown node, or a Raft message whose sender differs from
+the handshake closes that connection with a log line; the node keeps running.
+Outbound links reconnect with capped exponential backoff and tell the node when a
+link drops (Raft then re-probes that follower rather than waiting on lost appends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+from collections.abc import Callable
+
+from phalanx.core.messages import Message
+from phalanx.core.types import NodeId
+from phalanx.transport.wire import (
+    MAX_FRAME_BYTES_DEFAULT,
+    ClientReply,
+    CommandRequest,
+    FrameError,
+    FrameReader,
+    Hello,
+    KeepAliveRequest,
+    OpenSessionRequest,
+    Refused,
+    StatusReply,
+    StatusRequest,
+    Welcome,
+    WireMessage,
+    decode_message,
+    encode_frame,
+)
+
+log = logging.getLogger("phalanx.transport")
+
+RECONNECT_DELAY_MIN_S = 0.02
+RECONNECT_DELAY_MAX_S = 1.0
+#: Bytes queued in the kernel-side write buffer before a peer link drops messages
+#: (Raft retransmits) instead of growing memory without bound.
+PEER_WRITE_BUFFER_HIGH_BYTES = 8 * 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 5.0
+
+ClientRequestMessage = OpenSessionRequest | CommandRequest | KeepAliveRequest | StatusRequest
+ClientResponseMessage = ClientReply | StatusReply
+
+
+class ConnectionState(enum.Enum):
+    AWAIT_HELLO = "await-hello"
+    PEER = "peer"
+    CLIENT = "client"
+    OUTBOUND = "outbound"
+    CLOSED = "closed"
+
+
+class Connection(asyncio.Protocol):
+    """One framed TCP connection. `on_message` gets each decoded message."""
+
+    def __init__(
+        self,
+        on_message: Callable[[Connection, WireMessage], None],
+        on_lost: Callable[[Connection], None],
+        max_frame_bytes: int,
+        state: ConnectionState,
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._reader = FrameReader(max_frame_bytes)
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.state = state
+        self.peer_id = NodeId(0)
+        self.remote = "?"
+        self.paused = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.set_write_buffer_limits(high=PEER_WRITE_BUFFER_HIGH_BYTES)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for payload in self._reader.feed(data):
+                if self.state is ConnectionState.CLOSED:
+                    return
+                self._on_message(self, decode_message(payload))
+        except FrameError as error:
+            self.protocol_error(str(error))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = ConnectionState.CLOSED
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, message: WireMessage) -> None:
+        if self.state is ConnectionState.CLOSED or self.transport is None:
+            return
+        self._pending.append(encode_frame(message))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def protocol_error(self, problem: str) -> None:
+        log.warning("closing connection from %s: %s", self.remote, problem)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._flush()
+            self.state = ConnectionState.CLOSED
+            self.transport.close()
+
+
+class PeerLink:
+    """The outbound connection to one peer, kept up with capped backoff."""
+
+    def __init__(self, owner: NodeTransport, peer_id: NodeId, host: str, port: int) -> None:
+        self.owner = owner
+        self.peer_id = peer_id
+        self.host = host
+        self.port = port
+        self.connection: Connection | None = None
+        self.dropped_messages = 0
+        self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.connection is not None:
+            self.connection.close()
+
+    def send(self, message: Message) -> None:
+        connection = self.connection
+        if connection is None or connection.paused:
+            self.dropped_messages += 1
+            return
+        connection.send(message)  # type: ignore[arg-type]
+
+    async def _run(self) -> None:
+        delay = RECONNECT_DELAY_MIN_S
+        while True:
+            welcomed = await self._connect_once()
+            if welcomed:
+                delay = RECONNECT_DELAY_MIN_S
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+    async def _connect_once(self) -> bool:
+        loop = asyncio.get_running_loop()
+        welcome: asyncio.Future[bool] = loop.create_future()
+
+        def on_message(connection: Connection, message: WireMessage) -> None:
+            if isinstance(message, Welcome) and message.node_id == self.peer_id:
+                if not welcome.done():
+                    welcome.set_result(True)
+            elif isinstance(message, Refused):
+                log.error("node %s refused our connection: %s", self.peer_id, message.reason)
+                if not welcome.done():
+                    welcome.set_result(False)
+                connection.close()
+            else:
+                connection.protocol_error(f"unexpected {type(message).__name__} on outbound link")
+
+        def on_lost(connection: Connection) -> None:
+            if not welcome.done():
+                welcome.set_result(False)
+
+        try:
+            _, connection = await loop.create_connection(
+                lambda: Connection(
+                    on_message, on_lost, self.owner.max_frame_bytes, ConnectionState.OUTBOUND
+                ),
+                self.host,
+                self.port,
+            )
+        except OSError:
+            return False
+        connection.send(Hello(self.owner.cluster_id, "peer", self.owner.node_id))
+        try:
+            ok = await asyncio.wait_for(welcome, HANDSHAKE_TIMEOUT_S)
+        except TimeoutError:
+            ok = False
+        if not ok:
+            connection.close()
+            return False
+        self.connection = connection
+        try:
+            await connection.closed
+        finally:
+            self.connection = None
+            self.owner.on_peer_unreachable(self.peer_id)
+        return True
+
+
+class NodeTransport:
+    """A node's listener plus its outbound links to every peer."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        cluster_id: str,
+        host: str,
+        port: int,
+        peers: dict[NodeId, tuple[str, int]],
+        on_peer_message: Callable[[Message], None],
+        on_client_message: Callable[[Connection, ClientRequestMessage], None],
+        on_peer_unreachable: Callable[[NodeId], None],
+        max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.host = host
+        self.port = port
+        self.max_frame_bytes = max_frame_bytes
+        self._on_peer_message = on_peer_message
+        self._on_client_message = on_client_message
+        self.on_peer_unreachable = on_peer_unreachable
+        self.links = {
+            peer: PeerLink(self, peer, address[0], address[1]) for peer, address in peers.items()
+        }
+        self.inbound: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: Connection(
+                self._on_inbound_message,
+                self.inbound.discard,
+                self.max_frame_bytes,
+                ConnectionState.AWAIT_HELLO,
+            ),
+            self.host,
+            self.port,
+            reuse_address=True,
+        )
+        for link in self.links.values():
+            link.start()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in self.links.values():
+            await link.stop()
+        for connection in list(self.inbound):
+            connection.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def send(self, message: Message) -> None:
+        link = self.links.get(message.to)
+        if link is not None:
+            link.send(message)
+
+    def _on_inbound_message(self, connection: Connection, message: WireMessage) -> None:
+        state = connection.state
+        if state is ConnectionState.PEER:
+            if not isinstance(message, Message):
+                connection.protocol_error(f"unexpected {type(message).__name__} from a peer")
+            elif message.from_id != connection.peer_id or message.to != self.node_id:
+                connection.protocol_error(
+                    f"message claims {message.from_id}->{message.to} on node "
+                    f"{connection.peer_id}'s link"
+                )
+            else:
+                self._on_peer_message(message)
+        elif state is ConnectionState.CLIENT:
+            if isinstance(message, ClientRequestMessage):
+                self._on_client_message(connection, message)
+            else:
+                connection.protocol_error(f"unexpected {type(message).__name__} from a client")
+        elif state is ConnectionState.AWAIT_HELLO:
+            self._handshake(connection, message)
+
+    def _handshake(self, connection: Connection, message: WireMessage) -> None:
+        if not isinstance(message, Hello):
+            connection.protocol_error(f"expected Hello, got {type(message).__name__}")
+            return
+        problem = self._check_hello(message)
+        if problem:
+            log.warning("refusing %s from %s: %s", message.role, connection.remote, problem)
+            connection.send(Refused(problem))
+            connection.close()
+            return
+        if message.role == "peer":
+            connection.state = ConnectionState.PEER
+            connection.peer_id = NodeId(message.node_id)
+        else:
+            connection.state = ConnectionState.CLIENT
+        self.inbound.add(connection)
+        connection.send(Welcome(self.node_id))
+
+    def _check_hello(self, hello: Hello) -> str:
+        if hello.cluster_id != self.cluster_id:
+            return f"cluster id {hello.cluster_id!r} is not this cluster's ({self.cluster_id!r})"
+        if hello.role == "peer":
+            if hello.node_id not in self.links:
+                return f"node id {hello.node_id} is not a member of this cluster"
+            return ""
+        if hello.role == "client":
+            return ""
+        return f"unknown role {hello.role!r}"

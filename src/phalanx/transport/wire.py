@@ -1,0 +1,176 @@
+"""What travels over a phalanx TCP connection, and how it is framed.
+
+Frame layout (big-endian)::
+
+    +----------------+---------+---------------------------+
+    | length: u32    | version | payload (length bytes)    |
+    +----------------+---------+---------------------------+
+
+`length` counts the payload only and may not exceed the connection's maximum frame
+size; the version byte lets a future format be refused with a clear message instead
+of misread. The payload is one msgpack-encoded `WireMessage`.
+
+Every connection opens with a `Hello` from the side that connected: a peer names its
+cluster id and node id; a client names the cluster id. The listener answers `Welcome`
+or `Refused` (and closes). After that, a peer connection carries Raft messages one way
+(each node dials every other node, so each direction has its own connection), and a
+client connection carries requests and replies.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+import msgspec
+
+from phalanx.core.messages import (
+    AppendRequest,
+    AppendResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+
+PROTOCOL_VERSION = 1
+FRAME_HEADER = struct.Struct(">IB")
+#: Default largest payload a connection accepts (an AppendEntries batch is bounded
+#: well below this by the core's max_message_bytes).
+MAX_FRAME_BYTES_DEFAULT = 16 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The peer sent bytes that are not a valid frame; the connection must close."""
+
+
+class PeerRole(enum.Enum):
+    PEER = "peer"
+    CLIENT = "client"
+
+
+class Hello(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    cluster_id: str
+    role: str
+    node_id: int = 0
+
+
+class Welcome(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    node_id: int
+
+
+class Refused(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    reason: str
+
+
+class OpenSessionRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+
+
+class CommandRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+    session_id: int
+    seq: int
+    first_incomplete: int
+    payload: bytes
+
+
+class KeepAliveRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+    session_id: int
+
+
+class StatusRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+
+
+class ReplyStatus(enum.IntEnum):
+    OK = 0
+    #: This node does not lead; `leader_hint` is the leader's "host:port" if known.
+    NOT_LEADER = 1
+    #: The outcome is not known here (leadership changed, proposal dropped): retry
+    #: with the same session and sequence number; exactly-once makes that safe.
+    RETRY = 2
+    SESSION_UNKNOWN = 3
+    #: The request itself is wrong (message says why); retrying will not help.
+    REJECTED = 4
+
+
+class ClientReply(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+    status: ReplyStatus
+    payload: bytes = b""
+    leader_hint: str = ""
+    message: str = ""
+    session_id: int = 0
+
+
+class StatusReply(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+    status: dict[str, object]
+
+
+WireMessage = (
+    Hello
+    | Welcome
+    | Refused
+    | VoteRequest
+    | VoteResponse
+    | AppendRequest
+    | AppendResponse
+    | HeartbeatRequest
+    | HeartbeatResponse
+    | TimeoutNow
+    | OpenSessionRequest
+    | CommandRequest
+    | KeepAliveRequest
+    | StatusRequest
+    | ClientReply
+    | StatusReply
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(WireMessage)
+
+
+def encode_frame(message: WireMessage) -> bytes:
+    payload = _encoder.encode(message)
+    return FRAME_HEADER.pack(len(payload), PROTOCOL_VERSION) + payload
+
+
+def decode_message(payload: bytes) -> WireMessage:
+    try:
+        message: WireMessage = _decoder.decode(payload)
+    except msgspec.DecodeError as error:
+        raise FrameError(f"undecodable message: {error}") from None
+    return message
+
+
+class FrameReader:
+    """Splits a byte stream into frame payloads, refusing bad or oversized frames."""
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += data
+        payloads = []
+        start = 0
+        header_size = FRAME_HEADER.size
+        while len(buffer) - start >= header_size:
+            length, version = FRAME_HEADER.unpack_from(buffer, start)
+            if version != PROTOCOL_VERSION:
+                raise FrameError(f"unsupported frame version {version}")
+            if length > self.max_frame_bytes:
+                raise FrameError(f"frame of {length} bytes exceeds {self.max_frame_bytes}")
+            end = start + header_size + length
+            if end > len(buffer):
+                break
+            payloads.append(bytes(buffer[start + header_size : end]))
+            start = end
+        if start:
+            del buffer[:start]
+        return payloads
