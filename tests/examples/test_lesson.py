@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from collections.abc import Callable, Sequence
 
@@ -245,24 +244,9 @@ def test_invalid_configs_are_rejected_with_the_option_named(
 # --- the command ------------------------------------------------------------------------
 
 
-def _importable(module_name: str) -> bool:
-    try:
-        return importlib.util.find_spec(module_name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 @pytest.fixture
-def phalanx_main(monkeypatch: pytest.MonkeyPatch) -> Callable[[Sequence[str]], int]:
-    """`phalanx.cli.main`, registering only the command modules that exist so far.
-
-    The main CLI lists the subcommands of work still in progress elsewhere; leaving out
-    the ones not written yet keeps this test about the lesson. Once they all exist, this
-    is the plain `main`.
-    """
-    available = tuple(name for name in phalanx.cli._COMMAND_MODULES if _importable(name))
-    assert "phalanx.examples.cli" in available
-    monkeypatch.setattr(phalanx.cli, "_COMMAND_MODULES", available)
+def phalanx_main() -> Callable[[Sequence[str]], int]:
+    """The real `phalanx` command entry point."""
     return phalanx.cli.main
 
 

@@ -99,21 +99,35 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         payload = _encoder.encode(command)
-        await self._ensure_session(deadline)
-        seq = self._next_seq
-        self._next_seq += 1
-        self._outstanding.add(seq)
-        try:
-            reply = await self._until_answered(
-                deadline,
-                lambda rid: CommandRequest(
-                    rid, self.session_id, seq, min(self._outstanding), payload
-                ),
-                sent_once=False,
-            )
-        finally:
-            self._outstanding.discard(seq)
-        return _decoder.decode(reply.payload)
+        while True:
+            await self._ensure_session(deadline)
+            session_id = self.session_id
+            seq = self._next_seq
+            self._next_seq += 1
+            self._outstanding.add(seq)
+            attempts = [0]
+
+            def request(request_id: int) -> CommandRequest:
+                attempts[0] += 1
+                return CommandRequest(
+                    request_id, session_id, seq, min(self._outstanding), payload
+                )
+
+            try:
+                reply = await self._until_answered(deadline, request, sent_once=False)
+            except SessionExpiredError:
+                # Sequence numbers keep increasing across sessions, so numbers of the
+                # old session still in flight never collide with the new one's.
+                if self.session_id == session_id:
+                    self.session_id = 0
+                if attempts[0] > 1:
+                    raise  # an earlier attempt may have applied under the old session
+                # The very first attempt found the session gone: the command cannot
+                # have applied, so a new session may carry it.
+                continue
+            finally:
+                self._outstanding.discard(seq)
+            return _decoder.decode(reply.payload)
 
     async def status(self, address_index: int | None = None) -> dict[str, object]:
         """The status of one member (by position in `members`), or of the current node."""
@@ -171,7 +185,6 @@ class AsyncClient:
             if reply.status is ReplyStatus.REJECTED:
                 raise RequestRejectedError(reply.message)
             if reply.status is ReplyStatus.SESSION_UNKNOWN:
-                self.session_id = 0
                 raise SessionExpiredError(reply.message)
             self.retries += 1
             if reply.status is ReplyStatus.NOT_LEADER:

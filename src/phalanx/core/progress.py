@@ -146,6 +146,11 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False
-        self.next = Index(max(min(rejected, match_hint + 1), self.match + 1))
+        self.next = Index(max(min(rejected, match_hint + 1), 1))
+        if self.next <= self.match:
+            # The follower no longer holds entries it acknowledged: its disk was wiped
+            # or lost data. Lowering `match` only under-counts replicas, which is safe
+            # (commit never moves back); staying put would wait on it forever.
+            self.match = Index(self.next - 1)
         self.probe_sent = False
         return True

@@ -415,7 +415,9 @@ class Raft:
         elif isinstance(message, HeartbeatRequest):
             self.election_elapsed = 0
             self.leader_id = message.from_id
-            self.log.commit_to(message.commit)
+            # The leader sends min(our match, its commit), which we hold unless our
+            # disk lost data; the commit index is a hint, so clamp rather than trust.
+            self.log.commit_to(min(message.commit, self.log.last_index()))
             self._send(HeartbeatResponse(self.term, self.id, message.from_id))
         elif isinstance(message, TimeoutNow):
             self._campaign(pre_vote=False, transfer=True)

@@ -112,9 +112,14 @@ def build_config(raw: dict[str, Any]) -> NodeConfig:
         values["node_id"] = values.pop("id")
     if "data" in values:
         values["data_dir"] = values.pop("data")
-    for required in ("node_id", "members", "data_dir", "service"):
+    for required, name in (
+        ("node_id", "id"),
+        ("members", "members"),
+        ("data_dir", "data"),
+        ("service", "service"),
+    ):
         if values.get(required) in (None, ""):
-            raise ConfigError(required, "is required")
+            raise ConfigError(name, "is required")
     members = values["members"]
     if isinstance(members, dict):
         members = ",".join(f"{k}={v}" for k, v in members.items())

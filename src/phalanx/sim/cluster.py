@@ -315,6 +315,9 @@ class SimCluster:
                 self.blocked.add((other, node_id))
 
     def connect(self, node_id: NodeId) -> None:
+        """Removes every block to or from `node_id`, including blocks towards nodes that
+        are themselves still disconnected (unlike 6.824's `connect`): use `partition`
+        to describe several groups at once."""
         self.blocked = {(src, dst) for (src, dst) in self.blocked if node_id not in (src, dst)}
 
     def partition(self, *groups: Iterable[NodeId]) -> None:

@@ -143,8 +143,9 @@ def _fault_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, fault_t
 def _heal_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, heal_ticks: int) -> None:
     """Heals every fault, then requires convergence: a leader, and every acknowledged
     entry applied on every node. A slow configuration (one entry per message) may take
-    long to catch up, so the bound is on stalls: `heal_ticks` without any node applying
-    anything new is a liveness failure, and so is not converging by the hard cap."""
+    long to catch up, so the bound is on stalls: `heal_ticks` without any progress
+    (see `_total_progress`) is a liveness failure, and so is not converging by the
+    hard cap."""
     cluster.heal()
     cluster.faults = NetworkFaults()
     cluster.crash_in_ready_rate = 0.0
@@ -152,14 +153,14 @@ def _heal_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, heal_tic
         cluster.restart(node_id)
     hard_cap = cluster.time + HEAL_TICKS_MAX * TICK
     last_progress_time = cluster.time
-    applied = _total_applied(cluster)
+    progress = _total_progress(cluster)
     while cluster.time < hard_cap and cluster.time - last_progress_time < heal_ticks * TICK:
         cluster.run_ticks(1)
         if cluster.converged() and not cluster.missing_acknowledged():
             return
-        now_applied = _total_applied(cluster)
-        if now_applied > applied:
-            applied = now_applied
+        now = _total_progress(cluster)
+        if now > progress:
+            progress = now
             last_progress_time = cluster.time
     cluster.checker.fail(
         "Liveness",
@@ -169,8 +170,16 @@ def _heal_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, heal_tic
     )
 
 
-def _total_applied(cluster: SimCluster) -> int:
-    return sum(len(node.applied) for node in cluster.nodes.values())
+def _total_progress(cluster: SimCluster) -> int:
+    """Grows whenever anything moves towards convergence: entries applied, logs
+    growing, or the leader learning that followers match more of its log (a backlog
+    may need many ticks of replication before the next commit)."""
+    total = sum(len(node.applied) for node in cluster.nodes.values())
+    for node in cluster.nodes.values():
+        if node.raw is not None:
+            total += node.raw.raft.log.last_index()
+            total += sum(p.match for p in node.raw.raft.progress.values())
+    return total
 
 
 def _nemesis(cluster: SimCluster, rng: random.Random, action: str) -> None:
