@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from tests.core.harness import Harness
 
 from phalanx.core import (
     AppendRequest,
@@ -22,7 +23,6 @@ from phalanx.core import (
     VoteResponse,
 )
 from phalanx.core.types import Entry, EntryKind, HardState, Index, NodeId, Term
-from tests.core.harness import Harness
 
 N1, N2, N3 = NodeId(1), NodeId(2), NodeId(3)
 

@@ -41,7 +41,9 @@ class Feeder:
         assert result.status is ApplyStatus.OK
         return int(result.session_id)
 
-    def command(self, session: int, seq: int, command: Any, time_ms: int = 0, first: int = 1) -> Any:
+    def command(
+        self, session: int, seq: int, command: Any, time_ms: int = 0, first: int = 1
+    ) -> Any:
         return self.entry(Command(time_ms, session, seq, first, encode(command)))
 
 

@@ -101,33 +101,38 @@ class AsyncClient:
         payload = _encoder.encode(command)
         while True:
             await self._ensure_session(deadline)
-            session_id = self.session_id
             seq = self._next_seq
             self._next_seq += 1
             self._outstanding.add(seq)
-            attempts = [0]
-
-            def request(request_id: int) -> CommandRequest:
-                attempts[0] += 1
-                return CommandRequest(
-                    request_id, session_id, seq, min(self._outstanding), payload
-                )
-
             try:
-                reply = await self._until_answered(deadline, request, sent_once=False)
-            except SessionExpiredError:
-                # Sequence numbers keep increasing across sessions, so numbers of the
-                # old session still in flight never collide with the new one's.
-                if self.session_id == session_id:
-                    self.session_id = 0
-                if attempts[0] > 1:
-                    raise  # an earlier attempt may have applied under the old session
-                # The very first attempt found the session gone: the command cannot
-                # have applied, so a new session may carry it.
-                continue
+                reply = await self._send_command(deadline, self.session_id, seq, payload)
             finally:
                 self._outstanding.discard(seq)
-            return _decoder.decode(reply.payload)
+            if reply is not None:
+                return _decoder.decode(reply.payload)
+
+    async def _send_command(
+        self, deadline: float, session_id: int, seq: int, payload: bytes
+    ) -> ClientReply | None:
+        """The reply, or None when the session was gone before the command could apply
+        (the caller then sends it again under a new session)."""
+        attempts = 0
+
+        def request(request_id: int) -> CommandRequest:
+            nonlocal attempts
+            attempts += 1
+            return CommandRequest(request_id, session_id, seq, min(self._outstanding), payload)
+
+        try:
+            return await self._until_answered(deadline, request, sent_once=False)
+        except SessionExpiredError:
+            # Sequence numbers keep increasing across sessions, so numbers of the old
+            # session still in flight never collide with the new one's.
+            if self.session_id == session_id:
+                self.session_id = 0
+            if attempts > 1:
+                raise  # an earlier attempt may have applied under the old session
+            return None
 
     async def status(self, address_index: int | None = None) -> dict[str, object]:
         """The status of one member (by position in `members`), or of the current node."""

@@ -35,11 +35,10 @@ follower, the bytes per AppendEntries, and the uncommitted bytes at the leader.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from phalanx.core.errors import ConfigError, NotLeaderError, ProposalDroppedError
 from phalanx.core.log import RaftLog
@@ -66,7 +65,6 @@ from phalanx.core.types import (
     Term,
     entry_size_bytes,
 )
-
 
 if TYPE_CHECKING:
     import random  # only the type of the injected generator

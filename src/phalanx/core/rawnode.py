@@ -15,16 +15,14 @@ Between `ready()` and `advance()` the caller may keep calling `tick`, `step` and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from phalanx.core.messages import Message
 from phalanx.core.progress import Progress
 from phalanx.core.raft import Raft, RaftConfig, Role
 from phalanx.core.types import Entry, HardState, Index, NodeId, Term
-
 
 if TYPE_CHECKING:
     import random  # only the type of the injected generator
