@@ -177,3 +177,13 @@ def test_entries_must_be_applied_in_order() -> None:
     container = ServiceContainer(KeyValue())
     with pytest.raises(AssertionError):
         container.apply(Entry(Term(1), Index(2), EntryKind.NOOP, b""))
+
+
+def test_invalid_utf8_in_a_client_payload_is_an_error_reply() -> None:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for a bad str: found by the
+    # wire fuzz test. An exception here would stop every replica at the same entry.
+    feeder = kv_feeder()
+    session = feeder.open()
+    bad_string = b"\x81\xa2op\xa2\xff\xfe"  # {"op": <invalid UTF-8>}
+    result = feeder.entry(Command(0, session, 1, 1, bad_string))
+    assert decode(result.reply)["error"] == "malformed_command"

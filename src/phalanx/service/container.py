@@ -106,7 +106,7 @@ class ServiceContainer:
             return None
         try:
             envelope = decode_envelope(entry.data)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, ValueError) as error:
             return ApplyResult(entry.index, ApplyStatus.MALFORMED, str(error).encode())
         self.cluster_time_ms = max(self.cluster_time_ms, envelope.time_ms)
         self._expire_sessions()
@@ -187,7 +187,7 @@ class ServiceContainer:
     def _run_service(self, payload: bytes) -> bytes:
         try:
             command: Any = _command_decoder.decode(payload)
-        except msgspec.DecodeError as error:
+        except (msgspec.DecodeError, ValueError) as error:
             return _reply_encoder.encode(
                 {"ok": False, "error": "malformed_command", "message": str(error)}
             )

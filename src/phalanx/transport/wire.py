@@ -142,7 +142,9 @@ def encode_frame(message: WireMessage) -> bytes:
 def decode_message(payload: bytes) -> WireMessage:
     try:
         message: WireMessage = _decoder.decode(payload)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, ValueError) as error:
+        # ValueError covers what msgspec raises beyond DecodeError on hostile bytes
+        # (invalid UTF-8 in a string, for one).
         raise FrameError(f"undecodable message: {error}") from None
     return message
 

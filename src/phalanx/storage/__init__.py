@@ -1,0 +1,32 @@
+"""Durable storage of a node's Raft log and hard state, and its in-memory twin.
+
+    LogStorage        the interface (load / write / sync / close)
+    ├── WalStorage    segment files with CRC32C records, group-commit friendly
+    └── MemoryStorage the twin for tests and the simulator (crash() loses unsynced data)
+
+The file format, the recovery rules and the threading contract are in `wal.py`.
+"""
+
+from typing import TYPE_CHECKING
+
+from phalanx.storage.base import LogStorage, Restored
+from phalanx.storage.codec import RECORD_PAYLOAD_BYTES_MAX
+from phalanx.storage.errors import StorageCorruptError, StorageError
+from phalanx.storage.memory import MemoryStorage
+from phalanx.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, WalStorage
+
+__all__ = [
+    "RECORD_PAYLOAD_BYTES_MAX",
+    "SEGMENT_BYTES_MAX_DEFAULT",
+    "LogStorage",
+    "MemoryStorage",
+    "Restored",
+    "StorageCorruptError",
+    "StorageError",
+    "WalStorage",
+]
+
+if TYPE_CHECKING:  # both implementations satisfy the interface, checked by mypy
+
+    def _conforms(wal: WalStorage, memory: MemoryStorage) -> tuple[LogStorage, LogStorage]:
+        return wal, memory

@@ -1,0 +1,647 @@
+"""`WalStorage`: the durable write-ahead log and hard state of one node.
+
+Theory of operation
+-------------------
+The log lives in segment files named after the index of their first entry; the hard
+state, the directory's owner and a lock live in small files beside them::
+
+    <directory>/
+      lock                            flock'ed while a WalStorage has the directory open
+      meta                            cluster id + node id, written once (atomic)
+      hardstate                       term, vote, commit (replaced atomically)
+      wal-00000000000000000001.seg    entries 1 .. 8190
+      wal-00000000000000008191.seg    entries 8191 .. (the last segment: appends go here)
+
+    segment file
+    +------+---------+----------+-------------+----------+
+    | PXWL | version | reserved | first index | CRC32C   |   header, 20 bytes
+    | 4 B  | u16     | u16      | u64         | u32      |   (CRC of the 16 bytes before)
+    +------+---------+----------+-------------+----------+
+    | length u32 | CRC32C(payload) u32 | payload: msgpack Entry [term, index, kind, data] |
+    | length u32 | CRC32C(payload) u32 | payload ...                                      |
+    ...                                                    one record per entry, in order
+
+    meta, hardstate
+    +------+---------+----------+----------------+----------+-----------------+
+    | PXMT | version | reserved | payload length | CRC32C   | msgpack payload |
+    | PXHS | u16     | u16      | u32            | u32      |                 |
+    +------+---------+----------+----------------+----------+-----------------+
+
+Writing. `write()` encodes each entry once and appends all records of the call with one
+`pwrite` per segment it touches; it does not fsync. `sync()` does one `fdatasync` per
+segment written since the last sync, an `fsync` of the directory if a segment was
+created, and then, if due, replaces the hard state file (see `HardStateKeeper` in
+base.py for why only a term or vote change forces that). An in-memory index holds the
+byte offset of every entry's record, so a write that starts inside the stored log
+truncates in place: later segments are deleted and the segment holding the first
+replaced entry is cut with `ftruncate`.
+
+Crash ordering. Recovery assumes that only the tail of the last segment can hold
+unsynced bytes. Two rare steps of `write()` therefore sync on the spot rather than at
+the next `sync()`, because nothing may be written after them until they are durable:
+
+- rolling over to a new segment first `fdatasync`s the full one (and the directory if
+  that segment is new): once a next segment exists, this one is complete on disk;
+- a truncation deletes the later segments and fsyncs the directory, then `ftruncate`s
+  and `fdatasync`s the segment it cuts: otherwise the new, shorter records could reach
+  the disk while the cut did not, leaving stale records after them.
+
+Both happen once per segment or once per log conflict (a leader change), not per batch.
+
+Recovery (`load()`). Segments are read in index order and must be contiguous (each
+starts where the previous one ended) with a valid header; every record's index must be
+the next one and terms must never decrease. A record that cannot be read (incomplete
+header or payload, impossible length, CRC mismatch) is a *torn tail* only if it is in
+the last segment and no valid record follows it: the file is cut to the last good
+record, and the repair is logged at WARNING and listed in `Restored.report`. A last
+segment whose header is incomplete or all zeros (a crash while it was being created)
+is deleted the same way. Anything else (damage followed by valid records, damage in an
+earlier segment, an index gap, a bad header, a segment that does not continue its
+predecessor, a torn hard state or meta file, a persisted commit index beyond the last
+stored entry) raises `StorageCorruptError` naming the file and byte offset, and the
+node refuses to start: serving a damaged log could make it acknowledge or vote as if
+it held entries it no longer holds.
+
+Two limits of these rules, both resolved on the side of refusing rather than guessing:
+
+- Damage in the very last record looks exactly like a torn write and is repaired as
+  one. If that entry had been synced and acknowledged, the node now lacks it; when
+  the persisted commit index covers it, `load()` notices and refuses to start, and
+  otherwise it is the same loss as a disk that silently drops its last write.
+- A crash that persisted a later page of an unsynced batch but not an earlier one
+  leaves valid records after damage, which is reported as corruption although no
+  synced data was harmed. The remedy is the same: wipe the node, it catches up.
+
+Threading contract. One owner thread calls `load`, `write` and `close`. `sync()` may run
+on another thread (the server runs it in a worker while the next batch accumulates in
+the Raft core), on the condition that no other method of this object runs while it
+does: the server calls `write` for batch n+1 only after the `sync` for batch n has
+returned, so the hand-off (a `Future`) orders all accesses. No lock is needed for
+that; a non-blocking guard turns any overlapping call into an `AssertionError` rather
+than silent corruption.
+
+Limits. A record's payload is at most `RECORD_PAYLOAD_BYTES_MAX` (a larger length field
+is damage, never an allocation); a segment file above `SEGMENT_FILE_BYTES_LIMIT` is
+refused before it is read; the small files are read only up to `SMALL_FILE_BYTES_MAX`.
+The in-memory index costs 8 bytes per stored entry and grows with the log until log
+compaction (snapshots) deletes old segments.
+
+Failure. An `OSError` during `write` or `sync` leaves the files in an unknown state (a
+failed fsync may have dropped the dirty pages, and retrying it would report success):
+the storage turns unusable and every later call raises `StorageError`. The node must
+restart, and recovery decides from what is really on disk.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import threading
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from phalanx.core.errors import ConfigError
+from phalanx.core.types import Entry, HardState
+from phalanx.storage.base import (
+    HARD_STATE_COMMIT_INTERVAL_S_DEFAULT,
+    HardStateKeeper,
+    Restored,
+    default_clock,
+)
+from phalanx.storage.codec import (
+    RECORD_PAYLOAD_BYTES_MAX,
+    SEGMENT_HEADER_BYTES,
+    SMALL_FILE_BYTES_MAX,
+    Meta,
+    decode_hard_state,
+    decode_meta,
+    decode_segment_header,
+    encode_hard_state,
+    encode_meta,
+    encode_record,
+    encode_segment_header,
+    find_valid_record_after,
+    scan_records,
+)
+from phalanx.storage.errors import StorageCorruptError, StorageError
+from phalanx.storage.files import (
+    ensure_directory,
+    fsync_directory,
+    read_file,
+    replace_atomically,
+    write_all,
+)
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
+#: A segment file larger than this is not ours (a segment holds at most
+#: `segment_bytes_max` bytes, or one record of up to `RECORD_PAYLOAD_BYTES_MAX`).
+SEGMENT_FILE_BYTES_LIMIT = 4 * 1024 * 1024 * 1024
+META_FILE = "meta"
+LOCK_FILE = "lock"
+HARD_STATE_FILE = "hardstate"
+_TEMPORARY_SUFFIX = ".tmp"
+_SEGMENT_NAME = re.compile(r"wal-(\d{20})\.seg")
+
+
+def segment_file_name(first_index: int) -> str:
+    return f"wal-{first_index:020d}.seg"
+
+
+@dataclass(slots=True)
+class _Segment:
+    path: str
+    first_index: int
+    #: Byte offset of each entry's record; entry `first_index + i` is at `offsets[i]`.
+    offsets: array[int]
+    #: Bytes in the file (the end of its last record).
+    size: int
+    #: Open only for the last segment (the one appends go to).
+    fd: int | None = None
+
+    @property
+    def next_index(self) -> int:
+        return self.first_index + len(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Repair:
+    """A change recovery makes to a torn file, once it knows it will not refuse."""
+
+    path: str
+    #: Cut the file to this length; None: remove the file.
+    truncate_to: int | None
+    message: str
+
+
+class WalStorage:
+    """The durable `LogStorage`. See the module docstring for format, rules and threads."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        cluster_id: str,
+        node_id: int,
+        segment_bytes_max: int = SEGMENT_BYTES_MAX_DEFAULT,
+        hard_state_commit_interval_s: float = HARD_STATE_COMMIT_INTERVAL_S_DEFAULT,
+        clock: Callable[[], float] = default_clock,
+    ) -> None:
+        if segment_bytes_max < SEGMENT_HEADER_BYTES + 64:
+            raise ConfigError("segment_bytes_max", f"{segment_bytes_max} is too small")
+        if segment_bytes_max > SEGMENT_FILE_BYTES_LIMIT - RECORD_PAYLOAD_BYTES_MAX:
+            raise ConfigError("segment_bytes_max", f"{segment_bytes_max} is too large")
+        if hard_state_commit_interval_s < 0:
+            raise ConfigError("hard_state_commit_interval_s", "must not be negative")
+        if node_id < 1:
+            raise ConfigError("node_id", f"{node_id} is not a node id (they start at 1)")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._segment_bytes_max = segment_bytes_max
+        try:
+            ensure_directory(self.directory)
+            self._directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as error:
+            raise StorageError(f"cannot open data directory {self.directory}: {error}") from error
+        self._lock_fd = -1
+        try:
+            self._lock_fd = self._lock_directory()
+            self._check_meta(cluster_id, node_id)
+        except BaseException as error:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+            os.close(self._directory_fd)
+            if isinstance(error, OSError):
+                message = f"cannot open data directory {self.directory}: {error}"
+                raise StorageError(message) from error
+            raise
+        self._segments: list[_Segment] = []
+        #: Segments written since the last sync, by path.
+        self._dirty: dict[str, _Segment] = {}
+        self._directory_dirty = False
+        self._hard_state_commit_interval_s = hard_state_commit_interval_s
+        self._clock = clock
+        self._hard = HardStateKeeper(HardState(), hard_state_commit_interval_s, clock)
+        self._loaded = False
+        self._closed = False
+        self._failed: str | None = None
+        self._busy = threading.Lock()
+
+    def __enter__(self) -> WalStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the LogStorage interface -----------------------------------------------------------
+
+    def load(self) -> Restored:
+        with self._exclusive():
+            assert not self._loaded, "load() is called once, right after opening"
+            assert not self._closed
+            repairs: list[_Repair] = []
+            try:
+                with self._failing_fatally("load"):
+                    repairs.extend(self._find_temporaries())
+                    hard_state = self._load_hard_state()
+                    entries = self._recover_segments(repairs)
+                    self._check_commit_is_held(hard_state, entries)
+                    # Only now that nothing will be refused are the repairs made, so a
+                    # refused directory is left exactly as found, for the operator.
+                    report = [self._repair(repair) for repair in repairs]
+                    if self._segments:
+                        self._open_fd(self._segments[-1])
+            except BaseException as error:
+                # A half-read directory must never be written to; close() still works.
+                self._failed = f"load: {error}"
+                raise
+            self._hard = HardStateKeeper(
+                hard_state, self._hard_state_commit_interval_s, self._clock
+            )
+            self._loaded = True
+            return Restored(hard_state, entries, report)
+
+    def write(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
+        with self._exclusive():
+            self._check_usable()
+            first = entries[0].index if entries else 0
+            for offset, entry in enumerate(entries):
+                assert entry.index == first + offset, "entries of one write must be consecutive"
+            # Encoding first: an oversized entry is refused before anything is written.
+            records = [encode_record(entry) for entry in entries]
+            if hard_state is not None:
+                self._hard.note(hard_state)
+            if not records:
+                return
+            with self._failing_fatally("write"):
+                self._make_room(first)
+                self._append(entries, records)
+
+    def sync(self) -> None:
+        with self._exclusive():
+            self._check_usable()
+            with self._failing_fatally("sync"):
+                self._sync(force_hard_state=False)
+
+    def close(self) -> None:
+        with self._exclusive():
+            if self._closed:
+                return
+            try:
+                if self._loaded and self._failed is None:
+                    with self._failing_fatally("close"):
+                        self._sync(force_hard_state=True)
+            finally:
+                self._closed = True
+                for segment in self._segments:
+                    self._close_fd(segment)
+                os.close(self._directory_fd)
+                os.close(self._lock_fd)  # releases the flock
+
+    # -- guards -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._busy.acquire(blocking=False):
+            raise AssertionError(
+                "WalStorage used by two threads at once (only sync() may run on another "
+                "thread, and only while nothing else runs)"
+            )
+        try:
+            yield
+        finally:
+            self._busy.release()
+
+    @contextlib.contextmanager
+    def _failing_fatally(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as error:
+            self._failed = f"{operation}: {error}"
+            raise StorageError(
+                f"{operation} failed in {self.directory}: {error}; the storage is unusable "
+                "until the node restarts and recovers from what is on disk"
+            ) from error
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"storage in {self.directory} is closed")
+        if self._failed is not None:
+            raise StorageError(
+                f"storage in {self.directory} failed earlier ({self._failed}); restart the node"
+            )
+        assert self._loaded, "call load() before write() or sync()"
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _lock_directory(self) -> int:
+        # Two processes (or two objects) appending to one log would interleave records.
+        path = os.path.join(self.directory, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(
+                f"{self.directory} is in use by another storage (lock held on {path}); "
+                "is another node running with the same data directory?"
+            ) from None
+        return fd
+
+    def _check_meta(self, cluster_id: str, node_id: int) -> None:
+        path = os.path.join(self.directory, META_FILE)
+        if not os.path.exists(path):
+            ours = [
+                name
+                for name in sorted(os.listdir(self.directory))
+                if _SEGMENT_NAME.fullmatch(name) or name == HARD_STATE_FILE
+            ]
+            if ours:
+                raise StorageError(
+                    f"{self.directory} holds {ours[0]} but no {META_FILE} file, so it cannot "
+                    "tell which cluster and node it belongs to; refusing to use it"
+                )
+            meta = encode_meta(Meta(cluster_id=cluster_id, node_id=node_id))
+            replace_atomically(self.directory, self._directory_fd, META_FILE, meta)
+            return
+        meta_found = decode_meta(read_file(path, SMALL_FILE_BYTES_MAX), path)
+        if meta_found.cluster_id != cluster_id or meta_found.node_id != node_id:
+            raise StorageError(
+                f"{self.directory} belongs to cluster {meta_found.cluster_id!r} node "
+                f"{meta_found.node_id}, but this node is cluster {cluster_id!r} node "
+                f"{node_id}; refusing to use another node's data (check --data)"
+            )
+
+    def _find_temporaries(self) -> list[_Repair]:
+        # A temporary file is what a crash during an atomic replace leaves behind; the
+        # file it was meant to replace is intact, so the temporary is ignored.
+        repairs = []
+        for name in (META_FILE, HARD_STATE_FILE):
+            path = os.path.join(self.directory, name + _TEMPORARY_SUFFIX)
+            if os.path.exists(path):
+                message = f"ignored and removed the leftover temporary file {path}"
+                repairs.append(_Repair(path, None, message))
+        return repairs
+
+    def _check_commit_is_held(self, hard_state: HardState, entries: list[Entry]) -> None:
+        # The commit index is persisted only after the entries up to it were synced, and
+        # committed entries are never truncated; so a log that ends before it lost
+        # durable, committed entries (e.g. damage in its last record was repaired as a
+        # torn tail). Voting with such a log could elect a leader without them, so the
+        # node refuses to start (etcd-io/raft panics on the same "state.commit is out
+        # of range" condition).
+        last_index = entries[-1].index if entries else 0
+        if hard_state.commit <= last_index:
+            return
+        hard_state_path = os.path.join(self.directory, HARD_STATE_FILE)
+        if self._segments:
+            path, offset = self._segments[-1].path, self._segments[-1].size
+        else:
+            path, offset = hard_state_path, 0
+        raise StorageCorruptError(
+            path,
+            offset,
+            f"the log ends at index {last_index} but {hard_state_path} records commit index "
+            f"{hard_state.commit}: committed entries are missing from the log",
+        )
+
+    def _load_hard_state(self) -> HardState:
+        path = os.path.join(self.directory, HARD_STATE_FILE)
+        if not os.path.exists(path):
+            return HardState()
+        return decode_hard_state(read_file(path, SMALL_FILE_BYTES_MAX), path)
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def _segment_paths(self) -> list[tuple[int, str]]:
+        found = []
+        for name in os.listdir(self.directory):
+            match = _SEGMENT_NAME.fullmatch(name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(self.directory, name)))
+        return sorted(found)
+
+    def _recover_segments(self, repairs: list[_Repair]) -> list[Entry]:
+        entries: list[Entry] = []
+        paths = self._segment_paths()
+        for position, (name_index, path) in enumerate(paths):
+            is_last = position == len(paths) - 1
+            expected = self._segments[-1].next_index if self._segments else None
+            last_term = entries[-1].term if entries else 0
+            recovered = self._recover_segment(
+                path,
+                name_index,
+                expected=expected,
+                last_term=last_term,
+                is_last=is_last,
+                repairs=repairs,
+            )
+            if recovered is not None:
+                segment, segment_entries = recovered
+                self._segments.append(segment)
+                entries.extend(segment_entries)
+        return entries
+
+    def _recover_segment(
+        self,
+        path: str,
+        name_index: int,
+        *,
+        expected: int | None,
+        last_term: int,
+        is_last: bool,
+        repairs: list[_Repair],
+    ) -> tuple[_Segment, list[Entry]] | None:
+        data = self._read_segment(path)
+        first_index, problem = decode_segment_header(data[:SEGMENT_HEADER_BYTES])
+        if first_index is None:
+            header = data[:SEGMENT_HEADER_BYTES]
+            if is_last and (len(header) < SEGMENT_HEADER_BYTES or not any(header)):
+                message = f"removed {path}: torn while being created ({problem})"
+                repairs.append(_Repair(path, None, message))
+                return None
+            raise StorageCorruptError(path, 0, problem or "bad segment header")
+        if first_index != name_index:
+            raise StorageCorruptError(
+                path, 0, f"header names first index {first_index}, the file name {name_index}"
+            )
+        if expected is not None and first_index != expected:
+            raise StorageCorruptError(
+                path,
+                0,
+                f"segment starts at index {first_index} but the previous segment ends at "
+                f"index {expected - 1} (non-contiguous segments)",
+            )
+        scan = scan_records(data, first_index, last_term, path)
+        if scan.problem is not None:
+            next_index = first_index + len(scan.entries)
+            if not is_last:
+                raise StorageCorruptError(
+                    path, scan.good_end, f"{scan.problem}, in a segment followed by another"
+                )
+            valid = find_valid_record_after(data, scan.good_end, next_index, path)
+            if valid is not None:
+                raise StorageCorruptError(
+                    path,
+                    scan.good_end,
+                    f"{scan.problem}, followed by a valid record at byte offset {valid}",
+                )
+            message = (
+                f"torn tail truncated: {path} at byte offset {scan.good_end} ({scan.problem}); "
+                f"{len(data) - scan.good_end} bytes dropped, the log now ends at index "
+                f"{next_index - 1}"
+            )
+            repairs.append(_Repair(path, scan.good_end, message))
+        return _Segment(path, first_index, scan.offsets, scan.good_end), scan.entries
+
+    def _read_segment(self, path: str) -> bytes:
+        size = os.path.getsize(path)
+        if size > SEGMENT_FILE_BYTES_LIMIT:
+            raise StorageCorruptError(
+                path, SEGMENT_FILE_BYTES_LIMIT, f"segment file of {size} bytes is too large"
+            )
+        with open(path, "rb") as file:
+            return file.read()
+
+    def _repair(self, repair: _Repair) -> str:
+        if repair.truncate_to is None:
+            os.unlink(repair.path)
+            fsync_directory(self._directory_fd)
+        else:
+            fd = os.open(repair.path, os.O_RDWR)
+            try:
+                os.ftruncate(fd, repair.truncate_to)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        logger.warning("storage recovery: %s", repair.message)
+        return repair.message
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _next_index(self) -> int | None:
+        return self._segments[-1].next_index if self._segments else None
+
+    def _make_room(self, first: int) -> None:
+        """Truncates the stored log so that the next record appended is entry `first`."""
+        next_index = self._next_index()
+        if next_index is None or first == next_index:
+            return
+        log_first = self._segments[0].first_index
+        if next_index == log_first:
+            # The log is empty (only a segment without records): start over at `first`.
+            self._truncate_from(log_first)
+            return
+        assert log_first <= first < next_index, (
+            f"write at index {first} does not continue the stored log {log_first}..{next_index - 1}"
+        )
+        self._truncate_from(first)
+
+    def _append(self, entries: Sequence[Entry], records: list[bytes]) -> None:
+        segment = self._segments[-1] if self._segments else None
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        for entry, record in zip(entries, records, strict=True):
+            if segment is None or (
+                segment.offsets
+                and segment.size + chunk_bytes + len(record) > self._segment_bytes_max
+            ):
+                if segment is not None:
+                    self._flush(segment, chunk)
+                    self._seal(segment)
+                segment = self._create_segment(entry.index)
+                chunk, chunk_bytes = [], 0
+            segment.offsets.append(segment.size + chunk_bytes)
+            chunk.append(record)
+            chunk_bytes += len(record)
+        assert segment is not None
+        self._flush(segment, chunk)
+
+    def _flush(self, segment: _Segment, chunk: list[bytes]) -> None:
+        if not chunk:
+            return
+        data = b"".join(chunk)
+        assert segment.fd is not None
+        write_all(segment.fd, data, segment.size)
+        segment.size += len(data)
+        self._dirty[segment.path] = segment
+
+    def _seal(self, segment: _Segment) -> None:
+        # The next segment must never reach the disk before this one is complete there.
+        assert segment.fd is not None
+        os.fdatasync(segment.fd)
+        if self._directory_dirty:
+            fsync_directory(self._directory_fd)
+            self._directory_dirty = False
+        self._dirty.pop(segment.path, None)
+        self._close_fd(segment)
+
+    def _create_segment(self, first_index: int) -> _Segment:
+        path = os.path.join(self.directory, segment_file_name(first_index))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        header = encode_segment_header(first_index)
+        segment = _Segment(path, first_index, array("Q"), 0, fd)
+        self._segments.append(segment)
+        self._directory_dirty = True
+        self._flush(segment, [header])
+        return segment
+
+    def _truncate_from(self, index: int) -> None:
+        """Removes entries `index`.. from disk, durably, before anything is appended."""
+        firsts = [segment.first_index for segment in self._segments]
+        position = max(bisect.bisect_right(firsts, index) - 1, 0)
+        segment = self._segments[position]
+        cut = position if index <= segment.first_index else position + 1
+        doomed = self._segments[cut:]
+        for victim in reversed(doomed):
+            self._close_fd(victim)
+            self._dirty.pop(victim.path, None)
+            os.unlink(victim.path)
+        del self._segments[cut:]
+        if doomed:
+            fsync_directory(self._directory_fd)
+            self._directory_dirty = False
+        if cut == position + 1:
+            keep = index - segment.first_index
+            offset = segment.offsets[keep]
+            fd = self._open_fd(segment)
+            os.ftruncate(fd, offset)
+            os.fdatasync(fd)
+            del segment.offsets[keep:]
+            segment.size = offset
+            self._dirty.pop(segment.path, None)
+        if self._segments:
+            self._open_fd(self._segments[-1])
+
+    def _sync(self, *, force_hard_state: bool) -> None:
+        for segment in self._dirty.values():
+            assert segment.fd is not None
+            os.fdatasync(segment.fd)
+        self._dirty.clear()
+        if self._directory_dirty:
+            fsync_directory(self._directory_fd)
+            self._directory_dirty = False
+        # Entries first, then the hard state: a persisted commit index never points past
+        # the durable log.
+        due = self._hard.due(force=force_hard_state)
+        if due is not None:
+            data = encode_hard_state(due)
+            replace_atomically(self.directory, self._directory_fd, HARD_STATE_FILE, data)
+            self._hard.persisted(due)
+
+    # -- file descriptors ---------------------------------------------------------------------
+
+    def _open_fd(self, segment: _Segment) -> int:
+        if segment.fd is None:
+            segment.fd = os.open(segment.path, os.O_RDWR)
+        return segment.fd
+
+    def _close_fd(self, segment: _Segment) -> None:
+        if segment.fd is not None:
+            os.close(segment.fd)
+            segment.fd = None
