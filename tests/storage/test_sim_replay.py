@@ -17,7 +17,7 @@ import pytest
 from tests.storage.helpers import CLUSTER
 
 from phalanx.core.rawnode import Ready
-from phalanx.core.types import NodeId
+from phalanx.core.types import Entry, NodeId
 from phalanx.sim.cluster import SimCluster, SimDisk
 from phalanx.storage import WalStorage
 
@@ -32,10 +32,12 @@ class WalMirrorDisk(SimDisk):
         self.wal = wal
         self.truncations = 0
 
-    def write(self, ready: Ready) -> None:
+    def write(self, ready: Ready, snapshot_state: tuple[Entry, ...] = ()) -> None:
+        # These scenarios take no snapshots (the WAL stores snapshots in later work).
+        assert ready.snapshot is None
         if ready.entries and ready.entries[0].index <= len(self.entries):
             self.truncations += 1
-        super().write(ready)
+        super().write(ready, snapshot_state)
         self.wal.write(ready.entries, ready.hard_state)
         self.wal.sync()
 

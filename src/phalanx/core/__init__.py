@@ -11,6 +11,7 @@ from phalanx.core.messages import (
     AppendResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     TimeoutNow,
     VoteRequest,
@@ -18,7 +19,16 @@ from phalanx.core.messages import (
 )
 from phalanx.core.raft import Raft, RaftConfig, Role
 from phalanx.core.rawnode import RawNode, Ready, SoftState, Status
-from phalanx.core.types import NO_NODE, Entry, EntryKind, HardState, Index, NodeId, Term
+from phalanx.core.types import (
+    NO_NODE,
+    Entry,
+    EntryKind,
+    HardState,
+    Index,
+    NodeId,
+    SnapshotMeta,
+    Term,
+)
 
 __all__ = [
     "NO_NODE",
@@ -32,6 +42,7 @@ __all__ = [
     "HeartbeatRequest",
     "HeartbeatResponse",
     "Index",
+    "InstallSnapshot",
     "Message",
     "NodeId",
     "NotLeaderError",
@@ -43,6 +54,7 @@ __all__ = [
     "RawNode",
     "Ready",
     "Role",
+    "SnapshotMeta",
     "SoftState",
     "Status",
     "Term",

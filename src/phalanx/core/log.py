@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Entries live in a Python list; `entries[i]` has index `offset + 1 + i`, where
-`offset` is the index covered by the latest snapshot (0 before any). Three cursors
+`offset` is the last index compacted away (0 before any compaction); `offset_term` is
+that entry's term, kept for the consistency check of the entry after it. Three cursors
 split the log, and always satisfy `applied <= committed` and `stable <= last`:
 
     offset   applied      committed       stable            last
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phalanx.core.types import Entry, Index, Term, entry_size_bytes
+from phalanx.core.types import Entry, Index, SnapshotMeta, Term, entry_size_bytes
 
 
 class RaftLog:
@@ -35,11 +36,13 @@ class RaftLog:
         entries: Sequence[Entry] = (),
         *,
         committed: Index = Index(0),
-        offset: Index = Index(0),
-        offset_term: Term = Term(0),
+        snapshot: SnapshotMeta | None = None,
     ) -> None:
-        self.offset = offset
-        self.offset_term = offset_term
+        snapshot = snapshot or SnapshotMeta()
+        offset = snapshot.index
+        self.offset = snapshot.index
+        self.offset_term = snapshot.term
+        committed = Index(max(committed, offset))
         self.entries: list[Entry] = list(entries)
         for position, entry in enumerate(self.entries):
             assert entry.index == offset + 1 + position, "restored log is not contiguous"
@@ -179,6 +182,27 @@ class RaftLog:
         """Marks entries up to `index` durable, unless that entry was since replaced."""
         if index > self.stable and self.term(index) == term:
             self.stable = Index(index)
+
+    def restore(self, snapshot: SnapshotMeta) -> None:
+        """Replaces the whole log by a snapshot from the leader (§7)."""
+        assert snapshot.index > self.committed, "restoring a snapshot behind our commit"
+        self.entries = []
+        self.offset = snapshot.index
+        self.offset_term = snapshot.term
+        self.committed = snapshot.index
+        self.applied = snapshot.index
+        self.stable = snapshot.index
+
+    def compact_to(self, index: int) -> None:
+        """Drops entries up to `index`, which must be applied and durable (§7)."""
+        if index <= self.offset:
+            return
+        assert index <= self.applied and index <= self.stable, "compacting unapplied entries"
+        term = self.term(index)
+        assert term is not None
+        del self.entries[: index - self.offset]
+        self.offset = Index(index)
+        self.offset_term = term
 
     def applied_to(self, index: int) -> None:
         assert self.applied <= index <= self.committed, "applied beyond commit"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from phalanx.core.types import Entry, Index, NodeId, Term
+from phalanx.core.types import Entry, Index, NodeId, SnapshotMeta, Term
 
 
 class Message(msgspec.Struct, frozen=True, tag=True, array_like=True, gc=False):
@@ -76,6 +76,15 @@ class TimeoutNow(Message, frozen=True, tag=True, array_like=True, gc=False):
     """Leadership transfer: the leader tells an up-to-date follower to campaign now."""
 
 
+class InstallSnapshot(Message, frozen=True, tag=True, array_like=True, gc=False):
+    """InstallSnapshot (§7), metadata only: the leader's server streams the snapshot's
+    bytes in bounded chunks beside this message and steps it into the follower's core
+    only once they have all arrived and verified. The follower answers with an
+    `AppendResponse` for `snapshot.index` (or for its commit index if it is ahead)."""
+
+    snapshot: SnapshotMeta
+
+
 AnyMessage = (
     VoteRequest
     | VoteResponse
@@ -84,4 +93,5 @@ AnyMessage = (
     | HeartbeatRequest
     | HeartbeatResponse
     | TimeoutNow
+    | InstallSnapshot
 )

@@ -5,6 +5,8 @@ A follower is in one of two states (as in etcd-io/raft's tracker):
 * PROBE: the leader does not know where the logs match. It sends one AppendEntries
   at a time and waits for the answer (or a heartbeat response) before the next, so a
   lagging follower is found with few messages.
+* SNAPSHOT: the follower needs entries the leader compacted away; an InstallSnapshot
+  is outstanding and nothing else is sent until it is answered or given up on.
 * REPLICATE: the logs match up to `match`. The leader streams entries optimistically,
   advancing `next` as it sends, with at most `Inflights` messages and bytes unanswered:
   that window is the pipeline, and its bound is the back-pressure.
@@ -21,6 +23,9 @@ from phalanx.core.types import Index
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    #: The entries the follower needs are compacted away: a snapshot is on its way,
+    #: and nothing else is sent until the follower answers for it.
+    SNAPSHOT = "snapshot"
 
 
 class Inflights:
@@ -64,6 +69,7 @@ class Progress:
         "match",
         "match_at_last_heartbeat",
         "next",
+        "pending_snapshot",
         "probe_sent",
         "recent_active",
         "stalled_heartbeats",
@@ -83,6 +89,7 @@ class Progress:
         #: still: the appends (or their answers) were lost, so the pipeline restarts.
         self.stalled_heartbeats = 0
         self.match_at_last_heartbeat = Index(0)
+        self.pending_snapshot = Index(0)
 
     def __repr__(self) -> str:
         return (
@@ -103,13 +110,28 @@ class Progress:
         self.probe_sent = False
         self.inflights.reset()
 
-    def on_heartbeat_response(self, stall_limit: int) -> bool:
+    def become_snapshot(self, snapshot_index: Index) -> None:
+        self.stalled_heartbeats = 0
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = snapshot_index
+        self.next = Index(snapshot_index + 1)
+        self.inflights.reset()
+
+    def on_heartbeat_response(self, stall_limit: int, snapshot_stall_limit: int) -> bool:
         """Resumes a paused follower; True when the pipeline must restart from `match`.
 
         A probe is resent on every heartbeat answer. A full pipeline whose acks stopped
         for `stall_limit` heartbeat rounds lost messages (a dropped connection, a lossy
         network): falling back to PROBE resends from `match + 1`."""
         self.probe_sent = False
+        if self.state is ProgressState.SNAPSHOT:
+            # A snapshot that is neither answered nor reported failed within the limit
+            # was lost on the way: probing again sends a fresh one.
+            self.stalled_heartbeats += 1
+            if self.stalled_heartbeats >= snapshot_stall_limit:
+                self.become_probe()
+                return True
+            return False
         if self.state is ProgressState.PROBE or not len(self.inflights):
             self.stalled_heartbeats = 0
         elif self.match == self.match_at_last_heartbeat:
@@ -125,6 +147,8 @@ class Progress:
     def is_paused(self) -> bool:
         if self.state is ProgressState.PROBE:
             return self.probe_sent
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         return self.inflights.full()
 
     def maybe_update(self, index: Index) -> bool:
@@ -144,6 +168,8 @@ class Progress:
                 return False
             self.next = Index(self.match + 1)
             return True
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # an answer to an append sent before the snapshot
         if self.next - 1 != rejected:
             return False
         self.next = Index(max(min(rejected, match_hint + 1), 1))

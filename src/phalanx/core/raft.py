@@ -47,6 +47,7 @@ from phalanx.core.messages import (
     AppendResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     TimeoutNow,
     VoteRequest,
@@ -62,6 +63,7 @@ from phalanx.core.types import (
     HardState,
     Index,
     NodeId,
+    SnapshotMeta,
     Term,
     entry_size_bytes,
 )
@@ -96,6 +98,9 @@ class RaftConfig:
     #: Heartbeat rounds with appends outstanding and no ack before the leader assumes
     #: they were lost and resends from the follower's last known match.
     replication_stall_heartbeats: int = 3
+    #: Heartbeat rounds an unanswered InstallSnapshot may take before the leader gives
+    #: up on it and sends a fresh one (the server also reports failures at once).
+    snapshot_stall_heartbeats: int = 200
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -120,6 +125,7 @@ class RaftConfig:
             "max_uncommitted_bytes",
             "max_apply_bytes",
             "replication_stall_heartbeats",
+            "snapshot_stall_heartbeats",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
@@ -135,6 +141,7 @@ class Raft:
         *,
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
+        snapshot: SnapshotMeta | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -145,7 +152,11 @@ class Raft:
         hard_state = hard_state or HardState()
         self.term = hard_state.term
         self.vote = hard_state.vote
-        self.log = RaftLog(entries, committed=hard_state.commit)
+        self.log = RaftLog(entries, committed=hard_state.commit, snapshot=snapshot)
+        #: The newest snapshot the caller holds (what a lagging follower is sent).
+        self.snapshot_meta = snapshot or SnapshotMeta()
+        #: A snapshot received from the leader, for the caller to install (next Ready).
+        self.pending_snapshot: SnapshotMeta | None = None
         self.messages: list[Message] = []
         self.role = Role.FOLLOWER
         self.leader_id = NO_NODE
@@ -231,6 +242,24 @@ class Raft:
             progress = self.progress[peer]
             if progress.state is ProgressState.REPLICATE:
                 progress.become_probe()
+
+    def report_snapshot(self, peer: NodeId, *, succeeded: bool) -> None:
+        """The server finished (or failed) streaming a snapshot's bytes to `peer`."""
+        if self.role is not Role.LEADER or peer not in self.peers:
+            return
+        progress = self.progress[peer]
+        if progress.state is ProgressState.SNAPSHOT and not succeeded:
+            progress.become_probe()
+            progress.probe_sent = True  # wait for a heartbeat answer before retrying
+
+    def snapshot_taken(self, snapshot: SnapshotMeta, compact_to: Index) -> None:
+        """The caller durably stored a snapshot of the state at `snapshot.index`; log
+        entries up to `compact_to` (at most that index) may now be dropped (§7)."""
+        assert snapshot.index <= self.log.applied, "snapshot of unapplied state"
+        assert self.log.term(snapshot.index) in (snapshot.term, None)
+        if snapshot.index > self.snapshot_meta.index:
+            self.snapshot_meta = snapshot
+        self.log.compact_to(min(compact_to, self.snapshot_meta.index))
 
     def campaign(self) -> None:
         """Starts an election now, as if the election timeout had elapsed."""
@@ -343,14 +372,14 @@ class Raft:
                 return True  # a poll never changes our term
         if isinstance(message, VoteResponse) and message.pre_vote and message.granted:
             return True  # a granted poll carries the term we would campaign in
-        if isinstance(message, AppendRequest | HeartbeatRequest):
+        if isinstance(message, AppendRequest | HeartbeatRequest | InstallSnapshot):
             self.become_follower(message.term, message.from_id)
         else:
             self.become_follower(message.term, NO_NODE)
         return True
 
     def _answer_stale(self, message: Message) -> None:
-        if isinstance(message, AppendRequest | HeartbeatRequest):
+        if isinstance(message, AppendRequest | HeartbeatRequest | InstallSnapshot):
             # Tell a deposed leader about the newer term. Without this, a node whose
             # term was raised by a failed PreVote-less campaign, or a leader cut off
             # under CheckQuorum, could leave the cluster without progress.
@@ -417,11 +446,15 @@ class Raft:
             # disk lost data; the commit index is a hint, so clamp rather than trust.
             self.log.commit_to(min(message.commit, self.log.last_index()))
             self._send(HeartbeatResponse(self.term, self.id, message.from_id))
+        elif isinstance(message, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader_id = message.from_id
+            self._on_install_snapshot(message)
         elif isinstance(message, TimeoutNow):
             self._campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, message: Message) -> None:
-        if isinstance(message, AppendRequest | HeartbeatRequest):
+        if isinstance(message, AppendRequest | HeartbeatRequest | InstallSnapshot):
             # Someone won this term (§5.2): follow it.
             self.become_follower(self.term, message.from_id)
             self._step_follower(message)
@@ -445,7 +478,9 @@ class Raft:
         elif isinstance(message, HeartbeatResponse):
             progress = self.progress[message.from_id]
             progress.recent_active = True
-            progress.on_heartbeat_response(self.config.replication_stall_heartbeats)
+            progress.on_heartbeat_response(
+                self.config.replication_stall_heartbeats, self.config.snapshot_stall_heartbeats
+            )
             if progress.match < self.log.last_index():
                 self._send_append(message.from_id)
 
@@ -478,6 +513,25 @@ class Raft:
             )
         )
 
+    def _on_install_snapshot(self, message: InstallSnapshot) -> None:
+        snapshot = message.snapshot
+        log = self.log
+        if snapshot.index <= log.committed:
+            # We already hold (and applied, or will apply) everything it covers.
+            self._send(AppendResponse(self.term, self.id, message.from_id, log.committed))
+            return
+        if log.match_term(snapshot.index, snapshot.term):
+            # Our log already has its last entry, hence (Log Matching) all before it:
+            # only the commit index moves; keep the entries after it.
+            log.commit_to(snapshot.index)
+            self._send(AppendResponse(self.term, self.id, message.from_id, snapshot.index))
+            return
+        log.restore(snapshot)
+        self.snapshot_meta = snapshot
+        self.pending_snapshot = snapshot
+        # Sent with the Ready that carries the snapshot, so only after it is installed.
+        self._send(AppendResponse(self.term, self.id, message.from_id, snapshot.index))
+
     # -- replication: leader side --------------------------------------------------------
 
     def _on_append_rejected(self, message: AppendResponse, progress: Progress) -> None:
@@ -496,6 +550,9 @@ class Raft:
             return
         if progress.state is ProgressState.PROBE:
             progress.become_replicate()
+        elif progress.state is ProgressState.SNAPSHOT:
+            if progress.match >= progress.pending_snapshot:
+                progress.become_replicate()
         else:
             progress.inflights.free_to(message.index)
         if self._maybe_commit():
@@ -549,14 +606,18 @@ class Raft:
             return False
         log = self.log
         last = log.last_index()
+        prev_index = Index(progress.next - 1)
+        prev_term = log.term(prev_index)
+        if prev_term is None:
+            # What this follower needs was compacted away (§7).
+            self._send(InstallSnapshot(self.term, self.id, peer, self.snapshot_meta))
+            progress.become_snapshot(self.snapshot_meta.index)
+            return True
         entries: list[Entry] = []
         if progress.next <= last:
             entries = log.slice(progress.next, last + 1, self.config.max_message_bytes)
         elif not send_if_empty:
             return False
-        prev_index = Index(progress.next - 1)
-        prev_term = log.term(prev_index)
-        assert prev_term is not None, "compacted logs need InstallSnapshot"
         self._send(
             AppendRequest(
                 self.term, self.id, peer, prev_index, prev_term, tuple(entries), log.committed

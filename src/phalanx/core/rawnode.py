@@ -2,6 +2,9 @@
 
 The contract (as in etcd-io/raft's RawNode), for each `Ready` in order:
 
+0. If `snapshot` is set, install it: restore the service from that snapshot's bytes
+   (which the caller received beside the InstallSnapshot message), store it, and
+   discard the stored log.
 1. Persist `hard_state` (if not None) and `entries` (truncating the stored log from
    `entries[0].index` on), and sync. A vote or an acknowledgement in `messages` is a
    promise that only holds once this is durable (Raft Fig. 2, "Persistent state").
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 from phalanx.core.messages import Message
 from phalanx.core.progress import Progress
 from phalanx.core.raft import Raft, RaftConfig, Role
-from phalanx.core.types import Entry, HardState, Index, NodeId, Term
+from phalanx.core.types import Entry, HardState, Index, NodeId, SnapshotMeta, Term
 
 if TYPE_CHECKING:
     import random  # only the type of the injected generator
@@ -41,6 +44,9 @@ class Ready:
     """Work for the caller. Field order is the order of the contract above."""
 
     soft_state: SoftState | None
+    #: A snapshot from the leader: install it (restore the service state from its
+    #: bytes, store it, discard the stored log) before anything else in this Ready.
+    snapshot: SnapshotMeta | None
     #: Persist before sending `messages`.
     hard_state: HardState | None
     #: Persist (truncating from entries[0].index) before sending `messages`.
@@ -51,7 +57,7 @@ class Ready:
     committed_entries: Sequence[Entry]
 
     def must_sync(self) -> bool:
-        return self.hard_state is not None or bool(self.entries)
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +80,9 @@ class RawNode:
         *,
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
+        snapshot: SnapshotMeta | None = None,
     ) -> None:
-        self.raft = Raft(config, rng, hard_state=hard_state, entries=entries)
+        self.raft = Raft(config, rng, hard_state=hard_state, entries=entries, snapshot=snapshot)
         self._persisted_hard_state = hard_state or HardState()
         self._reported_soft_state = SoftState(self.raft.leader_id, self.raft.role)
         self._outstanding = False
@@ -99,10 +106,17 @@ class RawNode:
     def report_unreachable(self, peer: NodeId) -> None:
         self.raft.report_unreachable(peer)
 
+    def report_snapshot(self, peer: NodeId, *, succeeded: bool) -> None:
+        self.raft.report_snapshot(peer, succeeded=succeeded)
+
+    def snapshot_taken(self, snapshot: SnapshotMeta, compact_to: Index) -> None:
+        self.raft.snapshot_taken(snapshot, compact_to)
+
     def has_ready(self) -> bool:
         raft = self.raft
         return bool(
-            raft.messages
+            raft.pending_snapshot is not None
+            or raft.messages
             or raft.log.has_unstable()
             or raft.log.has_committed_to_apply()
             or raft.hard_state() != self._persisted_hard_state
@@ -116,6 +130,7 @@ class RawNode:
         hard = raft.hard_state()
         ready = Ready(
             soft_state=soft if soft != self._reported_soft_state else None,
+            snapshot=raft.pending_snapshot,
             hard_state=hard if hard != self._persisted_hard_state else None,
             entries=raft.log.unstable_entries(),
             messages=raft.messages,
@@ -130,6 +145,8 @@ class RawNode:
         assert self._outstanding, "advance() without ready()"
         self._outstanding = False
         raft = self.raft
+        if ready.snapshot is not None and raft.pending_snapshot == ready.snapshot:
+            raft.pending_snapshot = None
         if ready.hard_state is not None:
             self._persisted_hard_state = ready.hard_state
         if ready.entries:
@@ -137,7 +154,10 @@ class RawNode:
             raft.log.stable_to(last.index, last.term)
             raft.on_persisted(raft.log.stable)
         if ready.committed_entries:
-            raft.log.applied_to(ready.committed_entries[-1].index)
+            last_applied = ready.committed_entries[-1].index
+            # A snapshot installed since ready() may already have moved past them.
+            if last_applied > raft.log.applied:
+                raft.log.applied_to(last_applied)
 
     def status(self) -> Status:
         raft = self.raft

@@ -53,6 +53,16 @@ class HardState(msgspec.Struct, frozen=True, array_like=True, gc=False):
     commit: Index = Index(0)
 
 
+class SnapshotMeta(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """Where a snapshot sits in the log: it replaces every entry up to `index`.
+
+    The snapshot's contents (the service state) never pass through the core; the
+    caller stores and transfers them, and hands the core only this description."""
+
+    index: Index = Index(0)
+    term: Term = Term(0)
+
+
 #: Bytes counted for an entry beyond its payload when bounding messages and the
 #: leader's uncommitted tail (term, index and kind as encoded).
 ENTRY_OVERHEAD_BYTES = 24

@@ -102,6 +102,9 @@ class Bank(Service):
             self._check_invariants()
         return reply
 
+    def is_read_only(self, command: Any) -> bool:
+        return isinstance(command, dict) and command.get("op") in ("balance", "balances", "total")
+
     def state(self) -> dict[str, Any]:
         """Every balance (names sorted) and both lifetime counters."""
         return {

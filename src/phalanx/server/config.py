@@ -39,6 +39,10 @@ class NodeConfig:
     max_command_bytes: int = 1024 * 1024
     max_message_bytes: int = 1024 * 1024
     max_inflight_messages: int = 256
+    #: BROKEN ON PURPOSE: any node answers read-only commands from its own state,
+    #: bypassing the log, so reads may be stale. Exists only so fault tests can show
+    #: the linearizability checker catching it. Never enable it in production.
+    unsafe_local_reads: bool = False
 
     @property
     def address(self) -> tuple[str, int]:

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from phalanx.core.errors import NotLeaderError, ProposalDroppedError
 from phalanx.core.messages import AppendRequest, HeartbeatRequest, Message
 from phalanx.core.raft import RaftConfig, Role
@@ -152,6 +154,8 @@ class Node:
         if isinstance(message, StatusRequest):
             connection.send(StatusReply(message.request_id, self.status()))
             return
+        if self.config.unsafe_local_reads and self._answer_locally(connection, message):
+            return
         raft = self.raw.raft
         if raft.role is not Role.LEADER:
             connection.send(
@@ -184,6 +188,20 @@ class Node:
             envelope = KeepAlive(now_ms, message.session_id)
         self._queue.append((encode_envelope(envelope), connection, message.request_id))
         self._wake.set()
+
+    def _answer_locally(self, connection: Connection, message: ClientRequestMessage) -> bool:
+        """The deliberately broken read path of `unsafe_local_reads`."""
+        if not isinstance(message, CommandRequest):
+            return False
+        try:
+            command = msgspec.msgpack.decode(message.payload)
+        except (msgspec.DecodeError, ValueError):
+            return False
+        if not self.service.is_read_only(command):
+            return False
+        reply = msgspec.msgpack.encode(self.service.apply(command))
+        connection.send(ClientReply(message.request_id, ReplyStatus.OK, payload=reply))
+        return True
 
     def _hint(self) -> str:
         leader = self.raw.raft.leader_id

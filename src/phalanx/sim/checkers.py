@@ -70,6 +70,15 @@ class InvariantChecker:
             )
         self.committed_high = max(self.committed_high, entry.index)
 
+    def on_snapshot_entry(self, node: NodeId, entry: Entry) -> None:
+        """An entry a node's installed snapshot claims was applied at its index."""
+        first = self.applied.get(entry.index)
+        if first is not None and first != entry:
+            self.fail(
+                "State Machine Safety",
+                f"node {node} installed a snapshot holding {entry} where {first} was applied",
+            )
+
     def after_event(self, node: NodeId, role_is_leader: bool, term: Term, log: RaftLog) -> None:
         """Checks that only need the node that just changed."""
         previous_commit = self._commit_seen.get(node, Index(0))
@@ -110,19 +119,22 @@ class InvariantChecker:
                 )
 
     def check_log_matching(self, logs: Iterable[tuple[NodeId, RaftLog]]) -> None:
-        """Full Log Matching check across all nodes (O(total log length))."""
-        by_position: dict[tuple[int, int], tuple[NodeId, Entry, int]] = {}
-        for node, log in logs:
-            # A running hash of the prefix lets equal (index, term) pairs compare
-            # whole prefixes in O(1).
-            prefix = 0
-            for entry in log.entries:
-                prefix = hash((prefix, entry.term, entry.index, entry.kind, entry.data))
-                key = (entry.index, entry.term)
-                seen = by_position.setdefault(key, (node, entry, prefix))
-                if seen[2] != prefix:
-                    self.fail(
-                        "Log Matching",
-                        f"nodes {seen[0]} and {node} hold entry index={entry.index} "
-                        f"term={entry.term} with different logs up to it",
-                    )
+        """Full Log Matching check across all nodes: for every pair, the entries both
+        logs still hold must be equal up to the last index where their terms agree."""
+        snapshot = list(logs)
+        for position, (node_a, log_a) in enumerate(snapshot):
+            for node_b, log_b in snapshot[position + 1 :]:
+                self._check_pair(node_a, log_a, node_b, log_b)
+
+    def _check_pair(self, node_a: NodeId, a: RaftLog, node_b: NodeId, b: RaftLog) -> None:
+        low = max(a.offset, b.offset) + 1
+        agree: int = min(a.last_index(), b.last_index())
+        while agree >= low and a.term(agree) != b.term(agree):
+            agree -= 1
+        for index in range(low, agree + 1):
+            if a.entry(index) != b.entry(index):
+                self.fail(
+                    "Log Matching",
+                    f"nodes {node_a} and {node_b} both hold index={agree} "
+                    f"term={a.term(agree)} but differ at index {index}",
+                )

@@ -32,7 +32,7 @@ from phalanx.core.errors import NotLeaderError, ProposalDroppedError
 from phalanx.core.messages import Message
 from phalanx.core.raft import RaftConfig, Role
 from phalanx.core.rawnode import RawNode, Ready
-from phalanx.core.types import Entry, EntryKind, HardState, Index, NodeId, Term
+from phalanx.core.types import Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term
 from phalanx.sim.checkers import InvariantChecker
 
 #: Simulated time units per node tick.
@@ -61,20 +61,43 @@ class NetworkFaults:
 
 @dataclass
 class SimDisk:
-    """What survives a crash: the synced hard state and log."""
+    """What survives a crash: the synced hard state, snapshot and log.
+
+    `entries` starts at `first_index`; the snapshot's state is the list of entries a
+    node had applied up to the snapshot index (the simulated service's whole state)."""
 
     hard_state: HardState = field(default_factory=HardState)
     entries: list[Entry] = field(default_factory=list)
+    first_index: int = 1
+    snapshot: SnapshotMeta = field(default_factory=SnapshotMeta)
+    snapshot_state: tuple[Entry, ...] = ()
     syncs: int = 0
 
-    def write(self, ready: Ready) -> None:
+    def write(self, ready: Ready, snapshot_state: tuple[Entry, ...] = ()) -> None:
+        if ready.snapshot is not None:
+            self.snapshot = ready.snapshot
+            self.snapshot_state = snapshot_state
+            self.entries = []
+            self.first_index = ready.snapshot.index + 1
         if ready.entries:
             first = ready.entries[0].index
-            del self.entries[first - 1 :]
+            assert first >= self.first_index, "writing below the stored log"
+            del self.entries[first - self.first_index :]
             self.entries.extend(ready.entries)
         if ready.hard_state is not None:
             self.hard_state = ready.hard_state
         self.syncs += 1
+
+    def save_snapshot(self, meta: SnapshotMeta, state: tuple[Entry, ...], compact_to: int) -> None:
+        self.snapshot = meta
+        self.snapshot_state = state
+        drop = min(compact_to, meta.index) - self.first_index + 1
+        if drop > 0:
+            del self.entries[:drop]
+            self.first_index += drop
+
+    def restored_entries(self) -> list[Entry]:
+        return [e for e in self.entries if e.index > self.snapshot.index]
 
 
 @dataclass
@@ -111,6 +134,8 @@ class SimCluster:
         check_quorum: bool = True,
         max_message_bytes: int = 64 * 1024,
         max_inflight_messages: int = 64,
+        snapshot_every: int = 0,
+        compaction_margin: int = 0,
     ) -> None:
         assert nodes >= 1
         self.seed = seed
@@ -123,7 +148,17 @@ class SimCluster:
             check_quorum=check_quorum,
             max_message_bytes=max_message_bytes,
             max_inflight_messages=max_inflight_messages,
+            snapshot_stall_heartbeats=20,
         )
+        #: Take a snapshot after this many applied entries (0: never), then compact the
+        #: log to `compaction_margin` entries before it.
+        self.snapshot_every = snapshot_every
+        self.compaction_margin = compaction_margin
+        #: (index, term) -> the state at that snapshot, shared as the bytes a real
+        #: leader would stream beside InstallSnapshot.
+        self._snapshot_states: dict[tuple[int, int], tuple[Entry, ...]] = {}
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         self.time = 0
         self._queue: list[tuple[int, int, int, NodeId, Message | None]] = []
         self._sequence = 0
@@ -214,22 +249,57 @@ class SimCluster:
         assert raw is not None
         while raw.has_ready():
             ready = raw.ready()
-            if self.crash_in_ready_rate and self.rng.random() < self.crash_in_ready_rate:
+            if self._should_crash_mid_ready(node, ready):
                 self._crash_mid_ready(node, ready)
                 return
-            node.disk.write(ready)
+            state = self._install_snapshot(node, ready.snapshot) if ready.snapshot else ()
+            node.disk.write(ready, state)
             for message in ready.messages:
                 self._send(message)
             self._apply(node, ready.committed_entries)
             raw.advance(ready)
+        self._maybe_snapshot(node)
         raft = raw.raft
         self.checker.after_event(node.node_id, raft.role is Role.LEADER, raft.term, raft.log)
+
+    def _install_snapshot(self, node: SimNode, meta: SnapshotMeta) -> tuple[Entry, ...]:
+        state = self._snapshot_states[(meta.index, meta.term)]
+        for entry in state:
+            self.checker.on_snapshot_entry(node.node_id, entry)
+        node.applied = list(state)
+        self.snapshots_installed += 1
+        self._record(self.time, "install-snapshot", node.node_id, meta.index)
+        return state
+
+    def _maybe_snapshot(self, node: SimNode) -> None:
+        raw = node.raw
+        if not self.snapshot_every or raw is None:
+            return
+        applied = len(node.applied)
+        if applied - node.disk.snapshot.index < self.snapshot_every:
+            return
+        log = raw.raft.log
+        term = log.term(applied)
+        if term is None or applied > log.stable:
+            return
+        meta = SnapshotMeta(Index(applied), term)
+        state = tuple(node.applied)
+        self._snapshot_states.setdefault((meta.index, meta.term), state)
+        compact_to = Index(max(0, applied - self.compaction_margin))
+        node.disk.save_snapshot(meta, state, compact_to)
+        raw.snapshot_taken(meta, compact_to)
+        self.snapshots_taken += 1
+
+    def _should_crash_mid_ready(self, node: SimNode, ready: Ready) -> bool:
+        """Whether the node dies while processing `ready` (scenarios override this)."""
+        return bool(self.crash_in_ready_rate) and self.rng.random() < self.crash_in_ready_rate
 
     def _crash_mid_ready(self, node: SimNode, ready: Ready) -> None:
         # Either the sync never happened (the Ready's writes are lost), or it did and the
         # crash came before the messages left: both are states a real node can reach.
         if self.rng.random() < 0.5:
-            node.disk.write(ready)
+            state = self._install_snapshot(node, ready.snapshot) if ready.snapshot else ()
+            node.disk.write(ready, state)
         self._record(self.time, "crash-mid-ready", node.node_id)
         self.crash(node.node_id)
         self.restart(node.node_id, after_ticks=self.rng.randint(1, 30))
@@ -298,13 +368,17 @@ class SimCluster:
 
     def _start(self, node: SimNode) -> None:
         node.incarnation += 1
-        node.applied = []
+        node.applied = list(node.disk.snapshot_state)
         self.checker.on_restart(node.node_id)
         self._record(self.time, "start", node.node_id, node.incarnation)
         config = RaftConfig(node_id=node.node_id, voters=self.ids, **self._config_kwargs)  # type: ignore[arg-type]
         node_rng = random.Random(f"{self.seed}/{node.node_id}/{node.incarnation}")
         node.raw = RawNode(
-            config, node_rng, hard_state=node.disk.hard_state, entries=list(node.disk.entries)
+            config,
+            node_rng,
+            hard_state=node.disk.hard_state,
+            entries=node.disk.restored_entries(),
+            snapshot=node.disk.snapshot,
         )
 
     def disconnect(self, node_id: NodeId) -> None:

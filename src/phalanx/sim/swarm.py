@@ -44,6 +44,8 @@ class FaultMix:
     #: entries of different terms, where the Figure 8 rule matters.
     max_message_bytes: int
     max_inflight_messages: int
+    snapshot_every: int
+    compaction_margin: int
 
     @staticmethod
     def pick(rng: random.Random) -> FaultMix:
@@ -62,6 +64,8 @@ class FaultMix:
             proposals_per_tick=rng.choice((0.2, 1.0, 3.0)),
             max_message_bytes=rng.choice((1, 200, 64 * 1024)),
             max_inflight_messages=rng.choice((1, 4, 64)),
+            snapshot_every=rng.choice((0, 0, 5, 20, 50)),
+            compaction_margin=rng.choice((0, 2, 10)),
         )
 
     def describe(self) -> str:
@@ -70,7 +74,8 @@ class FaultMix:
             f"drop={n.drop_rate} dup={n.duplicate_rate} long-delay={n.long_delay_rate} "
             f"delay<={n.delay_max} nemesis/{self.nemesis_every_ticks}t={','.join(self.actions)} "
             f"crash-in-ready={self.crash_in_ready_rate} load={self.proposals_per_tick}/t "
-            f"msg-bytes={self.max_message_bytes} inflight={self.max_inflight_messages}"
+            f"msg-bytes={self.max_message_bytes} inflight={self.max_inflight_messages} "
+            f"snapshot-every={self.snapshot_every} margin={self.compaction_margin}"
         )
 
 
@@ -100,6 +105,8 @@ def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int =
         faults=mix.network,
         max_message_bytes=mix.max_message_bytes,
         max_inflight_messages=mix.max_inflight_messages,
+        snapshot_every=mix.snapshot_every,
+        compaction_margin=mix.compaction_margin,
     )
     cluster.crash_in_ready_rate = mix.crash_in_ready_rate
     violation: str | None = None

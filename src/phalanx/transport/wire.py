@@ -29,6 +29,7 @@ from phalanx.core.messages import (
     AppendResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    InstallSnapshot,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
@@ -122,6 +123,7 @@ WireMessage = (
     | HeartbeatRequest
     | HeartbeatResponse
     | TimeoutNow
+    | InstallSnapshot
     | OpenSessionRequest
     | CommandRequest
     | KeepAliveRequest
