@@ -187,3 +187,41 @@ def test_invalid_utf8_in_a_client_payload_is_an_error_reply() -> None:
     bad_string = b"\x81\xa2op\xa2\xff\xfe"  # {"op": <invalid UTF-8>}
     result = feeder.entry(Command(0, session, 1, 1, bad_string))
     assert decode(result.reply)["error"] == "malformed_command"
+
+
+def test_snapshot_restores_service_sessions_time_and_digests() -> None:
+    feeder = kv_feeder()
+    session = feeder.open(time_ms=1000)
+    feeder.command(session, 1, {"op": "append", "key": "k", "value": "a"}, time_ms=2000)
+    data = feeder.container.snapshot_bytes()
+    copy = ServiceContainer(KeyValue())
+    copy.restore(data)
+    assert copy.applied_index == feeder.container.applied_index
+    assert copy.log_digest() == feeder.container.log_digest()
+    assert copy.state_digest() == feeder.container.state_digest()
+    assert copy.cluster_time_ms == 2000
+    # The restored session still recognises a retry, and both go on identically.
+    clone = Feeder(copy)
+    clone.index = feeder.index
+    retry = clone.command(session, 1, {"op": "append", "key": "k", "value": "a"})
+    assert retry.duplicate and decode(retry.reply) == {"ok": True, "value": "a"}
+    original = feeder.command(session, 1, {"op": "append", "key": "k", "value": "a"})
+    assert original.reply == retry.reply
+    assert copy.log_digest() == feeder.container.log_digest()
+
+
+def test_foreign_bytes_are_not_a_snapshot() -> None:
+    from phalanx.service.container import SnapshotFormatError
+
+    with pytest.raises(SnapshotFormatError):
+        ServiceContainer(KeyValue()).restore(encode({"format": 99}))
+
+
+def test_services_without_restore_say_so() -> None:
+    from phalanx.examples.bank import Bank
+    from phalanx.service.base import SnapshotUnsupportedError
+
+    assert KeyValue.supports_snapshots() and Bank.supports_snapshots()
+    assert not Exploding.supports_snapshots()
+    with pytest.raises(SnapshotUnsupportedError, match="restore"):
+        Exploding().restore(None)

@@ -41,6 +41,8 @@ from phalanx.transport.wire import (
     OpenSessionRequest,
     Refused,
     ReplyStatus,
+    SnapshotReply,
+    SnapshotRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -75,7 +77,9 @@ class AsyncClient:
         self._connection: Connection | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._session_lock: asyncio.Lock | None = None
-        self._futures: dict[int, tuple[asyncio.Future[ClientReply | StatusReply], Connection]] = {}
+        self._futures: dict[
+            int, tuple[asyncio.Future[ClientReply | StatusReply | SnapshotReply], Connection]
+        ] = {}
         self._request_ids = itertools.count(1)
         self._next_seq = 1
         self._outstanding: set[int] = set()
@@ -133,6 +137,17 @@ class AsyncClient:
             if attempts > 1:
                 raise  # an earlier attempt may have applied under the old session
             return None
+
+    async def snapshot(self, timeout: float = 120.0) -> tuple[int, int, str]:
+        """Asks the connected node to take a snapshot now: (index, term, note)."""
+        loop = asyncio.get_running_loop()
+        connection = await self._connect(loop.time() + self.attempt_timeout)
+        request_id = next(self._request_ids)
+        future = self._register(request_id, connection)
+        connection.send(SnapshotRequest(request_id))
+        reply = await asyncio.wait_for(future, timeout)
+        assert isinstance(reply, SnapshotReply)
+        return reply.index, reply.term, reply.message
 
     async def status(self, address_index: int | None = None) -> dict[str, object]:
         """The status of one member (by position in `members`), or of the current node."""
@@ -199,8 +214,8 @@ class AsyncClient:
 
     def _register(
         self, request_id: int, connection: Connection
-    ) -> asyncio.Future[ClientReply | StatusReply]:
-        future: asyncio.Future[ClientReply | StatusReply] = (
+    ) -> asyncio.Future[ClientReply | StatusReply | SnapshotReply]:
+        future: asyncio.Future[ClientReply | StatusReply | SnapshotReply] = (
             asyncio.get_running_loop().create_future()
         )
         self._futures[request_id] = (future, connection)
@@ -256,7 +271,7 @@ class AsyncClient:
                 if not welcome.done():
                     welcome.set_result(isinstance(message, Welcome))
                 return
-            if isinstance(message, ClientReply | StatusReply):
+            if isinstance(message, ClientReply | StatusReply | SnapshotReply):
                 waiting = self._futures.pop(message.request_id, None)
                 if waiting is not None and not waiting[0].done():
                     waiting[0].set_result(message)

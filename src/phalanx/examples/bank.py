@@ -105,6 +105,12 @@ class Bank(Service):
     def is_read_only(self, command: Any) -> bool:
         return isinstance(command, dict) and command.get("op") in ("balance", "balances", "total")
 
+    def restore(self, snapshot: Any) -> None:
+        self._balances = dict(snapshot["accounts"])
+        self._deposited = int(snapshot["deposited"])
+        self._withdrawn = int(snapshot["withdrawn"])
+        assert sum(self._balances.values()) == self._deposited - self._withdrawn
+
     def state(self) -> dict[str, Any]:
         """Every balance (names sorted) and both lifetime counters."""
         return {

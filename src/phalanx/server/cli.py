@@ -49,6 +49,11 @@ def register(subparsers: Any) -> None:
     status.add_argument("--cluster-id", default="phalanx")
     status.set_defaults(func=run_status)
 
+    snapshot = subparsers.add_parser("snapshot", help="make every member take a snapshot now")
+    snapshot.add_argument("--members", required=True)
+    snapshot.add_argument("--cluster-id", default="phalanx")
+    snapshot.set_defaults(func=run_snapshot)
+
     call = subparsers.add_parser("call", help="send one command (JSON) and print the reply")
     call.add_argument("--members", required=True)
     call.add_argument("--cluster-id", default="phalanx")
@@ -189,6 +194,31 @@ async def _gather_status(
             await client.close()
 
     return list(await asyncio.gather(*(one(h, p) for h, p in addresses)))
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    try:
+        addresses = client_addresses(args.members)
+    except ConfigError as error:
+        print(f"phalanx snapshot: {error}", file=sys.stderr)
+        return 2
+
+    async def one(host: str, port: int) -> str:
+        client = AsyncClient([f"{host}:{port}"], cluster_id=args.cluster_id)
+        try:
+            index, term, note = await client.snapshot()
+        except (PhalanxError, OSError, TimeoutError) as error:
+            return f"{host}:{port}: failed: {type(error).__name__} {error}"
+        finally:
+            await client.close()
+        return f"{host}:{port}: snapshot at index {index} (term {term}) {note}"
+
+    async def all_members() -> list[str]:
+        return list(await asyncio.gather(*(one(h, p) for h, p in addresses)))
+
+    lines = asyncio.run(all_members())
+    print("\n".join(lines))
+    return 1 if any(": failed:" in line for line in lines) else 0
 
 
 def run_call(args: argparse.Namespace) -> int:

@@ -39,6 +39,13 @@ class NodeConfig:
     max_command_bytes: int = 1024 * 1024
     max_message_bytes: int = 1024 * 1024
     max_inflight_messages: int = 256
+    #: Take a snapshot after this many applied entries (0: never). Snapshots need a
+    #: service that implements `restore`.
+    snapshot_every_entries: int = 100_000
+    #: Entries kept in the log below a snapshot, for followers only slightly behind.
+    snapshot_compaction_margin: int = 10_000
+    snapshot_chunk_bytes: int = 1024 * 1024
+    snapshots_keep: int = 2
     #: BROKEN ON PURPOSE: any node answers read-only commands from its own state,
     #: bypassing the log, so reads may be stale. Exists only so fault tests can show
     #: the linearizability checker catching it. Never enable it in production.
@@ -58,9 +65,20 @@ class NodeConfig:
             raise ConfigError("members", "two members share one address")
         if not self.cluster_id or len(self.cluster_id) > 128:
             raise ConfigError("cluster_id", "must be 1 to 128 characters")
-        for name in ("tick_ms", "session_timeout_ms", "max_sessions", "max_pending_proposals"):
+        for name in (
+            "tick_ms",
+            "session_timeout_ms",
+            "max_sessions",
+            "max_pending_proposals",
+            "snapshot_chunk_bytes",
+            "snapshots_keep",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
+        if self.snapshot_every_entries < 0 or self.snapshot_compaction_margin < 0:
+            raise ConfigError("snapshot_every_entries", "snapshot settings must not be negative")
+        if self.snapshot_chunk_bytes > self.max_message_bytes:
+            raise ConfigError("snapshot_chunk_bytes", "must not exceed max_message_bytes")
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
             raise ConfigError("election_timeout_ticks", "must exceed heartbeat_interval_ticks")
         load_service_class(self.service)

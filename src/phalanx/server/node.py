@@ -38,11 +38,12 @@ from typing import Any
 import msgspec
 
 from phalanx.core.errors import NotLeaderError, ProposalDroppedError
-from phalanx.core.messages import AppendRequest, HeartbeatRequest, Message
+from phalanx.core.messages import AppendRequest, HeartbeatRequest, InstallSnapshot, Message
 from phalanx.core.raft import RaftConfig, Role
 from phalanx.core.rawnode import RawNode, Ready
-from phalanx.core.types import Entry, Index, NodeId, Term
+from phalanx.core.types import Entry, Index, NodeId, SnapshotMeta, Term
 from phalanx.server.config import NodeConfig, load_service_class
+from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
 from phalanx.service.envelope import Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import WalStorage
@@ -53,6 +54,11 @@ from phalanx.transport.wire import (
     KeepAliveRequest,
     OpenSessionRequest,
     ReplyStatus,
+    SnapshotChunk,
+    SnapshotOffer,
+    SnapshotReply,
+    SnapshotRequest,
+    SnapshotResume,
     StatusReply,
     StatusRequest,
 )
@@ -81,7 +87,9 @@ class Node:
         self.storage = WalStorage(
             config.data_dir, cluster_id=config.cluster_id, node_id=config.node_id
         )
-        restored = self.storage.load()
+        self.snapshots = SnapshotManager(self, config.data_dir / "snapshots")
+        snapshot = self._restore_snapshot()
+        restored = self.storage.load(snapshot_index=snapshot.index)
         for line in restored.report:
             log.warning("storage recovery: %s", line)
         raft_config = RaftConfig(
@@ -93,7 +101,11 @@ class Node:
             max_inflight_messages=config.max_inflight_messages,
         )
         self.raw = RawNode(
-            raft_config, random.Random(), hard_state=restored.hard_state, entries=restored.entries
+            raft_config,
+            random.Random(),
+            hard_state=restored.hard_state,
+            entries=restored.entries,
+            snapshot=snapshot,
         )
         self.transport: NodeTransport | None = None
         self._queue: list[tuple[bytes, Connection, int]] = []
@@ -102,6 +114,24 @@ class Node:
         self._stopping = False
         self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
         self.syncs = 0
+
+    def _restore_snapshot(self) -> SnapshotMeta:
+        """Loads the newest valid snapshot into the container (damaged ones are skipped
+        by the store with a warning); only the log after it will be replayed."""
+        latest = self.snapshots.store.latest()
+        if latest is None:
+            return SnapshotMeta()
+        meta, path = latest
+        self.container.restore(self.snapshots.store.read_content(path))
+        log.info("restored snapshot at index %s (term %s)", meta.index, meta.term)
+        return meta
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def require_transport(self) -> NodeTransport:
+        assert self.transport is not None, "node not started"
+        return self.transport
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,6 +157,7 @@ class Node:
         self._wake.set()
         ticker.cancel()
         await ready_loop  # finishes the sync in progress, if any
+        self.snapshots.close()
         await self.transport.close()
         self.storage.close()
         self._sync_pool.shutdown()
@@ -144,7 +175,14 @@ class Node:
     # -- inputs ------------------------------------------------------------------------------
 
     def _on_peer_message(self, message: Message) -> None:
-        self.raw.step(message)
+        if isinstance(message, SnapshotChunk):
+            self.snapshots.on_chunk(message, self._on_peer_message)
+        elif isinstance(message, SnapshotOffer):
+            self.snapshots.on_offer(message)
+        elif isinstance(message, SnapshotResume):
+            self.snapshots.on_resume(message)
+        else:
+            self.raw.step(message)
         self._wake.set()
 
     def _on_peer_unreachable(self, peer: NodeId) -> None:
@@ -153,6 +191,9 @@ class Node:
     def _on_client_message(self, connection: Connection, message: ClientRequestMessage) -> None:
         if isinstance(message, StatusRequest):
             connection.send(StatusReply(message.request_id, self.status()))
+            return
+        if isinstance(message, SnapshotRequest):
+            asyncio.get_running_loop().create_task(self._snapshot_on_request(connection, message))
             return
         if self.config.unsafe_local_reads and self._answer_locally(connection, message):
             return
@@ -203,6 +244,18 @@ class Node:
         connection.send(ClientReply(message.request_id, ReplyStatus.OK, payload=reply))
         return True
 
+    async def _snapshot_on_request(self, connection: Connection, message: SnapshotRequest) -> None:
+        if not self.service.supports_snapshots():
+            connection.send(SnapshotReply(message.request_id, 0, 0, "service has no restore()"))
+            return
+        meta = await self.snapshots.start_taking()
+        if meta is None:
+            meta = self.raw.raft.snapshot_meta
+            note = "no new entries since the last snapshot"
+        else:
+            note = f"fork {self.snapshots.stats.last_fork_ms:.1f} ms"
+        connection.send(SnapshotReply(message.request_id, meta.index, meta.term, note))
+
     def _hint(self) -> str:
         leader = self.raw.raft.leader_id
         if leader in self.config.members:
@@ -226,10 +279,19 @@ class Node:
         assert transport is not None
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state.role, ready.soft_state.leader_id)
+        if ready.snapshot is not None:
+            # Before anything else in this Ready: the state and log it replaces.
+            self.container.restore(self.snapshots.read(ready.snapshot))
+            self.storage.reset(ready.snapshot.index + 1)
+        if self.snapshots.compact_to:
+            self.storage.compact(self.snapshots.compact_to)
+            self.snapshots.compact_to = Index(0)
         later: list[Message] = []
         for message in ready.messages:
             if isinstance(message, AppendRequest | HeartbeatRequest):
                 transport.send(message)
+            elif isinstance(message, InstallSnapshot):
+                self.snapshots.send(message)
             else:
                 later.append(message)
         if ready.must_sync():
@@ -241,6 +303,8 @@ class Node:
             transport.send(message)
         self._apply(ready.committed_entries)
         self.raw.advance(ready)
+        if self.service.supports_snapshots():
+            self.snapshots.maybe_take()
 
     def _propose_queued(self) -> None:
         if not self._queue:
@@ -306,6 +370,12 @@ class Node:
             "duplicates_suppressed": self.container.duplicates_suppressed,
             "sessions": len(self.container.sessions),
             "syncs": self.syncs,
+            "snapshot_index": int(raft.snapshot_meta.index),
+            "log_offset": int(raft.log.offset),
+            "snapshots_taken": self.snapshots.stats.taken,
+            "snapshots_sent": self.snapshots.stats.sent,
+            "snapshots_received": self.snapshots.stats.received,
+            "snapshot_fork_ms_max": round(self.snapshots.stats.max_fork_ms, 2),
         }
 
 

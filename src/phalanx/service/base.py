@@ -14,6 +14,12 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from phalanx.core.errors import PhalanxError
+
+
+class SnapshotUnsupportedError(PhalanxError):
+    """The service cannot restore snapshots (it does not implement `restore`)."""
+
 
 class Service(abc.ABC):
     """Subclass and implement `apply` and `state`."""
@@ -33,6 +39,25 @@ class Service(abc.ABC):
 
         Two replicas that applied the same commands must return equal values."""
 
+
+    def snapshot(self) -> Any:
+        """The state to store in a snapshot, as plain data (by default `state()`).
+
+        It may be called in a forked child process while the node keeps applying in
+        the parent, so it must only read the service's own objects."""
+        return self.state()
+
+    def restore(self, snapshot: Any) -> None:
+        """Replaces the whole state by one that `snapshot()` returned (possibly on
+        another node). A service that does not override this runs without snapshots:
+        its log is never compacted, and a lagging node catches up by replaying it."""
+        raise SnapshotUnsupportedError(
+            f"{type(self).__name__} does not implement restore(); snapshots are off for it"
+        )
+
+    @classmethod
+    def supports_snapshots(cls) -> bool:
+        return cls.restore is not Service.restore
 
     def is_read_only(self, command: Any) -> bool:
         """True when `command` cannot change the state. phalanx still orders reads

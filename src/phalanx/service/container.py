@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from phalanx.core.errors import PhalanxError
 from phalanx.core.types import Entry, EntryKind, Index
 from phalanx.service.base import Service
 from phalanx.service.envelope import (
@@ -79,7 +80,16 @@ class _Session:
     replies: dict[int, bytes] = field(default_factory=dict)
 
 
+#: Bumped whenever `snapshot_bytes` changes shape.
+SNAPSHOT_FORMAT = 1
+
+
+class SnapshotFormatError(PhalanxError):
+    """A snapshot's bytes are not a container snapshot this version can read."""
+
+
 _reply_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_snapshot_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder()
 
 
@@ -92,7 +102,7 @@ class ServiceContainer:
         self.sessions: OrderedDict[int, _Session] = OrderedDict()
         self.commands_applied = 0
         self.duplicates_suppressed = 0
-        self._log_digest = hashlib.blake2b(digest_size=16)
+        self._log_digest = bytes(16)
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Applies one committed entry; None for entries that carry no command."""
@@ -100,8 +110,11 @@ class ServiceContainer:
             f"entry {entry.index} applied after {self.applied_index}"
         )
         self.applied_index = entry.index
-        self._log_digest.update(entry.index.to_bytes(8, "little"))
-        self._log_digest.update(entry.data)
+        # Chained, not a running hash object, so that a snapshot can carry it.
+        digest = hashlib.blake2b(self._log_digest, digest_size=16)
+        digest.update(entry.index.to_bytes(8, "little"))
+        digest.update(entry.data)
+        self._log_digest = digest.digest()
         if entry.kind is not EntryKind.COMMAND:
             return None
         try:
@@ -119,8 +132,47 @@ class ServiceContainer:
         return self._close_session(entry.index, envelope)
 
     def log_digest(self) -> str:
-        """A rolling digest of every entry applied so far."""
-        return self._log_digest.hexdigest()
+        """A chained digest of every entry applied so far."""
+        return self._log_digest.hex()
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshot_bytes(self) -> bytes:
+        """The container's whole state (service included) at `applied_index`.
+
+        Safe to call in a forked child: it only reads and encodes."""
+        sessions = [
+            [session_id, s.last_active_ms, s.first_incomplete, sorted(s.replies.items())]
+            for session_id, s in self.sessions.items()
+        ]
+        return _snapshot_encoder.encode(
+            {
+                "format": SNAPSHOT_FORMAT,
+                "applied_index": self.applied_index,
+                "cluster_time_ms": self.cluster_time_ms,
+                "log_digest": self._log_digest,
+                "commands_applied": self.commands_applied,
+                "duplicates_suppressed": self.duplicates_suppressed,
+                "sessions": sessions,
+                "service": self.service.snapshot(),
+            }
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Replaces everything by a snapshot from `snapshot_bytes` (any node's)."""
+        snapshot = _command_decoder.decode(data)
+        if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotFormatError("not a phalanx container snapshot of a known format")
+        self.service.restore(snapshot["service"])
+        self.applied_index = Index(snapshot["applied_index"])
+        self.cluster_time_ms = snapshot["cluster_time_ms"]
+        self._log_digest = snapshot["log_digest"]
+        self.commands_applied = snapshot["commands_applied"]
+        self.duplicates_suppressed = snapshot["duplicates_suppressed"]
+        self.sessions = OrderedDict(
+            (session_id, _Session(last_active, first_incomplete, dict(replies)))
+            for session_id, last_active, first_incomplete, replies in snapshot["sessions"]
+        )
 
     def state_digest(self) -> str:
         state = _reply_encoder.encode(self.service.state())

@@ -3,8 +3,10 @@
     LogStorage        the interface (load / write / sync / close)
     ├── WalStorage    segment files with CRC32C records, group-commit friendly
     └── MemoryStorage the twin for tests and the simulator (crash() loses unsynced data)
+    SnapshotStore     checksummed snapshot files; SnapshotWriter writes (or resumes) one
 
-The file format, the recovery rules and the threading contract are in `wal.py`.
+The file format, the recovery rules and the threading contract are in `wal.py`, the
+snapshot format and its durability rules in `snapshots.py`.
 """
 
 from typing import TYPE_CHECKING
@@ -13,14 +15,18 @@ from phalanx.storage.base import LogStorage, Restored
 from phalanx.storage.codec import RECORD_PAYLOAD_BYTES_MAX
 from phalanx.storage.errors import StorageCorruptError, StorageError
 from phalanx.storage.memory import MemoryStorage
+from phalanx.storage.snapshots import SNAPSHOT_CONTENT_BYTES_MAX, SnapshotStore, SnapshotWriter
 from phalanx.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, WalStorage
 
 __all__ = [
     "RECORD_PAYLOAD_BYTES_MAX",
     "SEGMENT_BYTES_MAX_DEFAULT",
+    "SNAPSHOT_CONTENT_BYTES_MAX",
     "LogStorage",
     "MemoryStorage",
     "Restored",
+    "SnapshotStore",
+    "SnapshotWriter",
     "StorageCorruptError",
     "StorageError",
     "WalStorage",

@@ -33,14 +33,17 @@ class Restored:
 class LogStorage(Protocol):
     """Durable log and hard state, as the Raft `Ready` contract uses them.
 
-    `load()` first, once. Then any sequence of `write` and `sync`; `close()` last.
+    `load()` first, once. Then any sequence of `write`, `sync`, `compact` and `reset`;
+    `close()` last.
     Threads: `sync()` may run on a worker thread, but only while no other method of
     the same object runs (the server waits for one sync before the next write), so an
     implementation needs no lock; see wal.py for the full contract.
     """
 
-    def load(self) -> Restored:
-        """Reads (and, where the rules allow, repairs) what is stored."""
+    def load(self, snapshot_index: int = 0, *, snapshot_term: int | None = None) -> Restored:
+        """Reads (and, where the rules allow, repairs) what is stored: the entries after
+        the snapshot at `snapshot_index` (0: no snapshot). A gap between the snapshot
+        and the first stored entry is corruption."""
         ...
 
     def write(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
@@ -50,6 +53,16 @@ class LogStorage(Protocol):
 
     def sync(self) -> None:
         """Makes every entry written so far, and any term or vote change, durable."""
+        ...
+
+    def compact(self, index: int) -> int:
+        """Deletes stored entries <= `index` where whole units (segments) allow; returns
+        the bytes freed. The entry `index + 1` and the last entry always stay."""
+        ...
+
+    def reset(self, first_index: int) -> None:
+        """Drops the whole log after a snapshot at `first_index - 1` was installed; the
+        next entry written is `first_index`. Durable with the next `sync()`."""
         ...
 
     def close(self) -> None:

@@ -72,7 +72,42 @@ Two limits of these rules, both resolved on the side of refusing rather than gue
   leaves valid records after damage, which is reported as corruption although no
   synced data was harmed. The remedy is the same: wipe the node, it catches up.
 
-Threading contract. One owner thread calls `load`, `write` and `close`. `sync()` may run
+Compaction and reset (snapshots, Raft §7). The log is paired with the snapshots in
+snapshots.py: `load(snapshot_index)` returns only the entries after the snapshot the
+node restored, and the segments before it may be gone.
+
+- `compact(index)`, after a snapshot: deletes, oldest first, each segment whose
+  entries are all <= `index`, i.e. whose successor starts at or before `index + 1`.
+  The segment holding `index + 1` and the last (active) segment always stay, so the
+  log still continues any snapshot at or after `index`. The deletions reach the disk
+  with the next `sync()`; a segment that comes back after a crash is harmless, see
+  below. Bound: compacting after each snapshot to the index of the *previous* one
+  (the older of the two a `SnapshotStore(keep=2)` holds, so that a damaged newest
+  snapshot can fall back to it) leaves at most the entries since the previous
+  snapshot plus one partly covered segment on disk, and the in-memory index holds
+  only those.
+- `reset(first_index)`, after installing a leader's snapshot at `first_index - 1`:
+  deletes every segment, newest first with a directory fsync after each, so that a
+  crash leaves a prefix of the old log and never a log with holes; then starts an
+  empty segment at `first_index`, durable with the next `sync()`. The snapshot must be
+  durable (`SnapshotWriter.finish()`) before the reset, or a crash in between leaves
+  a log that starts after the only snapshot.
+- `load(snapshot_index)` reads from the segment holding entry `snapshot_index` (or the
+  first one after it): earlier segments are not read (they hold only covered
+  entries, and an interrupted compaction may have left holes among them), but are
+  remembered so that `compact` and `reset` delete them. A log whose first segment
+  starts after `snapshot_index + 1`, even an empty one written by `reset`, is a gap:
+  `StorageCorruptError`, because the snapshot that log was reset for is missing or
+  damaged and starting from an older one would forget acknowledged entries. Only a
+  directory without segments is an empty log at any snapshot. The log is reset to
+  `snapshot_index + 1` on load, as a logged repair, when it cannot continue the
+  snapshot: it ends before the snapshot (a crash between installing a snapshot and
+  the reset), or, given `snapshot_term`, its entry at `snapshot_index` has another
+  term (the entries after it come from a history the leader's snapshot replaced;
+  keeping them would break the Log Matching property, Raft §5.3).
+
+Threading contract. One owner thread calls `load`, `write`, `compact`, `reset` and
+`close`. `sync()` may run
 on another thread (the server runs it in a worker while the next batch accumulates in
 the Raft core), on the condition that no other method of this object runs while it
 does: the server calls `write` for batch n+1 only after the `sync` for batch n has
@@ -83,8 +118,8 @@ than silent corruption.
 Limits. A record's payload is at most `RECORD_PAYLOAD_BYTES_MAX` (a larger length field
 is damage, never an allocation); a segment file above `SEGMENT_FILE_BYTES_LIMIT` is
 refused before it is read; the small files are read only up to `SMALL_FILE_BYTES_MAX`.
-The in-memory index costs 8 bytes per stored entry and grows with the log until log
-compaction (snapshots) deletes old segments.
+The in-memory index costs 8 bytes per stored entry and grows with the log until
+`compact` deletes old segments (see the bound above).
 
 Failure. An `OSError` during `write` or `sync` leaves the files in an unknown state (a
 failed fsync may have dropped the dirty pages, and retrying it would report success):
@@ -221,6 +256,8 @@ class WalStorage:
                 raise StorageError(message) from error
             raise
         self._segments: list[_Segment] = []
+        #: Segments before the snapshot that `load()` did not read: (first index, path).
+        self._covered: list[tuple[int, str]] = []
         #: Segments written since the last sync, by path.
         self._dirty: dict[str, _Segment] = {}
         self._directory_dirty = False
@@ -240,7 +277,13 @@ class WalStorage:
 
     # -- the LogStorage interface -----------------------------------------------------------
 
-    def load(self) -> Restored:
+    def load(self, snapshot_index: int = 0, *, snapshot_term: int | None = None) -> Restored:
+        """Reads the log that continues the snapshot at `snapshot_index` (0: none).
+
+        Entries up to `snapshot_index` are dropped from the result. `snapshot_term`
+        (optional, recommended) lets recovery notice a log from a history that
+        diverged at or before the snapshot; see "Compaction and reset" above."""
+        assert snapshot_index >= 0
         with self._exclusive():
             assert not self._loaded, "load() is called once, right after opening"
             assert not self._closed
@@ -249,11 +292,18 @@ class WalStorage:
                 with self._failing_fatally("load"):
                     repairs.extend(self._find_temporaries())
                     hard_state = self._load_hard_state()
-                    entries = self._recover_segments(repairs)
-                    self._check_commit_is_held(hard_state, entries)
+                    stored = self._recover_segments(repairs, snapshot_index)
+                    reset_message = self._check_continues_snapshot(
+                        stored, snapshot_index, snapshot_term
+                    )
+                    entries = [] if reset_message else self._after(stored, snapshot_index)
+                    last_index = entries[-1].index if entries else snapshot_index
+                    self._check_commit_is_held(hard_state, last_index)
                     # Only now that nothing will be refused are the repairs made, so a
                     # refused directory is left exactly as found, for the operator.
                     report = [self._repair(repair) for repair in repairs]
+                    if reset_message:
+                        report.append(self._reset_on_load(snapshot_index + 1, reset_message))
                     if self._segments:
                         self._open_fd(self._segments[-1])
             except BaseException as error:
@@ -302,6 +352,24 @@ class WalStorage:
                     self._close_fd(segment)
                 os.close(self._directory_fd)
                 os.close(self._lock_fd)  # releases the flock
+
+    def compact(self, index: int) -> int:
+        """Deletes the segments whose entries are all <= `index` (never the one holding
+        `index + 1`, never the last); returns the bytes freed. Same thread rules as
+        `write`. The deletions become durable with the next `sync()`."""
+        with self._exclusive():
+            self._check_usable()
+            with self._failing_fatally("compact"):
+                return self._compact(index)
+
+    def reset(self, first_index: int) -> None:
+        """Drops the whole log (a snapshot at `first_index - 1` replaced it) and starts
+        an empty one at `first_index`. Durable with the next `sync()`."""
+        assert first_index >= 1
+        with self._exclusive():
+            self._check_usable()
+            with self._failing_fatally("reset"):
+                self._reset(first_index)
 
     # -- guards -------------------------------------------------------------------------------
 
@@ -388,14 +456,13 @@ class WalStorage:
                 repairs.append(_Repair(path, None, message))
         return repairs
 
-    def _check_commit_is_held(self, hard_state: HardState, entries: list[Entry]) -> None:
+    def _check_commit_is_held(self, hard_state: HardState, last_index: int) -> None:
         # The commit index is persisted only after the entries up to it were synced, and
         # committed entries are never truncated; so a log that ends before it lost
         # durable, committed entries (e.g. damage in its last record was repaired as a
         # torn tail). Voting with such a log could elect a leader without them, so the
         # node refuses to start (etcd-io/raft panics on the same "state.commit is out
-        # of range" condition).
-        last_index = entries[-1].index if entries else 0
+        # of range" condition). A snapshot holds committed entries too.
         if hard_state.commit <= last_index:
             return
         hard_state_path = os.path.join(self.directory, HARD_STATE_FILE)
@@ -426,9 +493,16 @@ class WalStorage:
                 found.append((int(match.group(1)), os.path.join(self.directory, name)))
         return sorted(found)
 
-    def _recover_segments(self, repairs: list[_Repair]) -> list[Entry]:
+    def _recover_segments(self, repairs: list[_Repair], snapshot_index: int) -> list[Entry]:
         entries: list[Entry] = []
         paths = self._segment_paths()
+        # Segments wholly before the snapshot are not read (they may even be a
+        # non-contiguous leftover of an interrupted compaction); reading starts at the
+        # one holding the snapshot's own entry, for the term check.
+        names = [name_index for name_index, _ in paths]
+        start = max(bisect.bisect_right(names, max(snapshot_index, 1)) - 1, 0)
+        self._covered = paths[:start]
+        paths = paths[start:]
         for position, (name_index, path) in enumerate(paths):
             is_last = position == len(paths) - 1
             expected = self._segments[-1].next_index if self._segments else None
@@ -446,6 +520,47 @@ class WalStorage:
                 self._segments.append(segment)
                 entries.extend(segment_entries)
         return entries
+
+    def _check_continues_snapshot(
+        self, stored: list[Entry], snapshot_index: int, snapshot_term: int | None
+    ) -> str | None:
+        """Raises on a gap after the snapshot; returns why the log must be reset if it
+        cannot continue the snapshot (None: it does)."""
+        if not self._segments:
+            if self._covered and snapshot_index > 0:
+                return f"only segments before the snapshot at index {snapshot_index} remain"
+            return None
+        first = self._segments[0]
+        if first.first_index > snapshot_index + 1:
+            raise StorageCorruptError(
+                first.path,
+                0,
+                f"the log starts at index {first.first_index} but the snapshot ends at index "
+                f"{snapshot_index}: entries {snapshot_index + 1}..{first.first_index - 1} are "
+                "missing (gap); was the newest snapshot damaged or removed?",
+            )
+        if snapshot_index == 0:
+            return None
+        last_index = self._segments[-1].next_index - 1
+        if last_index < snapshot_index:
+            return (
+                f"the log ends at index {last_index}, before the snapshot at index "
+                f"{snapshot_index} (a snapshot install was interrupted before reset)"
+            )
+        if snapshot_term is not None and first.first_index <= snapshot_index:
+            found = stored[snapshot_index - first.first_index].term
+            if found != snapshot_term:
+                return (
+                    f"entry {snapshot_index} has term {found} but the snapshot there has term "
+                    f"{snapshot_term}: the log diverged from the snapshot's history"
+                )
+        return None
+
+    def _after(self, stored: list[Entry], snapshot_index: int) -> list[Entry]:
+        if not self._segments:
+            return stored
+        skip = snapshot_index + 1 - self._segments[0].first_index
+        return stored[skip:] if skip > 0 else stored
 
     def _recover_segment(
         self,
@@ -617,6 +732,62 @@ class WalStorage:
             self._dirty.pop(segment.path, None)
         if self._segments:
             self._open_fd(self._segments[-1])
+
+    def _compact(self, index: int) -> int:
+        tracked = [(segment.first_index, segment.path) for segment in self._segments]
+        every = self._covered + tracked
+        doomed = 0
+        # Segment i holds only entries <= index iff segment i + 1 starts at or before
+        # index + 1; the last segment is never deleted.
+        while doomed < len(every) - 1 and every[doomed + 1][0] <= index + 1:
+            doomed += 1
+        freed = 0
+        for position in range(doomed):
+            if position < len(self._covered):
+                path = self._covered[position][1]
+                freed += os.path.getsize(path)
+            else:
+                segment = self._segments[position - len(self._covered)]
+                self._close_fd(segment)
+                self._dirty.pop(segment.path, None)
+                path = segment.path
+                freed += segment.size
+            os.unlink(path)
+        if doomed:
+            dropped_tracked = max(doomed - len(self._covered), 0)
+            del self._covered[:doomed]
+            del self._segments[:dropped_tracked]
+            self._directory_dirty = True
+        return freed
+
+    def _reset(self, first_index: int) -> None:
+        # Newest first, each deletion durable before the next: a crash leaves a prefix
+        # of the old log, which recovery either reads or resets again, never a log with
+        # holes in it.
+        victims = [segment.path for segment in self._segments]
+        for segment in self._segments:
+            self._close_fd(segment)
+        victims = [path for _, path in self._covered] + victims
+        for path in reversed(victims):
+            os.unlink(path)
+            fsync_directory(self._directory_fd)
+        self._segments.clear()
+        self._covered.clear()
+        self._dirty.clear()
+        self._directory_dirty = False
+        self._create_segment(first_index)
+
+    def _reset_on_load(self, first_index: int, why: str) -> str:
+        self._reset(first_index)
+        segment = self._segments[-1]
+        assert segment.fd is not None
+        os.fdatasync(segment.fd)
+        fsync_directory(self._directory_fd)
+        self._dirty.clear()
+        self._directory_dirty = False
+        message = f"log reset to start at index {first_index}: {why}"
+        logger.warning("storage recovery: %s", message)
+        return message
 
     def _sync(self, *, force_hard_state: bool) -> None:
         for segment in self._dirty.values():

@@ -39,6 +39,8 @@ from phalanx.transport.wire import (
     KeepAliveRequest,
     OpenSessionRequest,
     Refused,
+    SnapshotReply,
+    SnapshotRequest,
     StatusReply,
     StatusRequest,
     Welcome,
@@ -56,8 +58,10 @@ RECONNECT_DELAY_MAX_S = 1.0
 PEER_WRITE_BUFFER_HIGH_BYTES = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 5.0
 
-ClientRequestMessage = OpenSessionRequest | CommandRequest | KeepAliveRequest | StatusRequest
-ClientResponseMessage = ClientReply | StatusReply
+ClientRequestMessage = (
+    OpenSessionRequest | CommandRequest | KeepAliveRequest | StatusRequest | SnapshotRequest
+)
+ClientResponseMessage = ClientReply | StatusReply | SnapshotReply
 
 
 class ConnectionState(enum.Enum):
@@ -88,6 +92,8 @@ class Connection(asyncio.Protocol):
         self.peer_id = NodeId(0)
         self.remote = "?"
         self.paused = False
+        self.writable = asyncio.Event()
+        self.writable.set()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -116,9 +122,11 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True
+        self.writable.clear()
 
     def resume_writing(self) -> None:
         self.paused = False
+        self.writable.set()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -176,6 +184,17 @@ class PeerLink:
         if connection is None or connection.paused:
             self.dropped_messages += 1
             return
+        connection.send(message)  # type: ignore[arg-type]
+
+    async def send_bulk(self, message: Message, timeout: float) -> None:
+        """Sends `message`, first waiting (up to `timeout`) for the link to drain: for
+        snapshot chunks, which must not be dropped the way Raft messages may be."""
+        connection = self.connection
+        if connection is None:
+            raise ConnectionError(f"no link to node {self.peer_id}")
+        await asyncio.wait_for(connection.writable.wait(), timeout)
+        if connection is not self.connection:
+            raise ConnectionError(f"link to node {self.peer_id} was replaced")
         connection.send(message)  # type: ignore[arg-type]
 
     async def _run(self) -> None:
@@ -294,6 +313,12 @@ class NodeTransport:
         link = self.links.get(message.to)
         if link is not None:
             link.send(message)
+
+    async def send_bulk(self, message: Message, timeout: float) -> None:
+        link = self.links.get(message.to)
+        if link is None:
+            raise ConnectionError(f"node {message.to} is not a peer")
+        await link.send_bulk(message, timeout)
 
     def _on_inbound_message(self, connection: Connection, message: WireMessage) -> None:
         state = connection.state

@@ -30,10 +30,12 @@ from phalanx.core.messages import (
     HeartbeatRequest,
     HeartbeatResponse,
     InstallSnapshot,
+    Message,
     TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
+from phalanx.core.types import SnapshotMeta
 
 PROTOCOL_VERSION = 1
 FRAME_HEADER = struct.Struct(">IB")
@@ -86,6 +88,39 @@ class StatusRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
     request_id: int
 
 
+class SnapshotOffer(Message, frozen=True, tag=True, array_like=True, gc=False):
+    """Leader to follower: a snapshot of `length` bytes is available for `snapshot`."""
+
+    snapshot: SnapshotMeta
+    length: int
+
+
+class SnapshotResume(Message, frozen=True, tag=True, array_like=True, gc=False):
+    """Follower to leader: send that snapshot's bytes from `offset` (what it already has)."""
+
+    snapshot: SnapshotMeta
+    offset: int
+
+
+class SnapshotChunk(Message, frozen=True, tag=True, array_like=True, gc=False):
+    snapshot: SnapshotMeta
+    offset: int
+    data: bytes
+
+
+class SnapshotRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Client to node: take a snapshot now."""
+
+    request_id: int
+
+
+class SnapshotReply(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    request_id: int
+    index: int
+    term: int
+    message: str = ""
+
+
 class ReplyStatus(enum.IntEnum):
     OK = 0
     #: This node does not lead; `leader_hint` is the leader's "host:port" if known.
@@ -124,6 +159,11 @@ WireMessage = (
     | HeartbeatResponse
     | TimeoutNow
     | InstallSnapshot
+    | SnapshotOffer
+    | SnapshotResume
+    | SnapshotChunk
+    | SnapshotRequest
+    | SnapshotReply
     | OpenSessionRequest
     | CommandRequest
     | KeepAliveRequest

@@ -1,0 +1,241 @@
+"""Snapshots on a node: taking them without stopping, and moving them between nodes.
+
+Theory of operation
+-------------------
+*Taking.* After `snapshot_every_entries` applied entries (or on request) the node forks.
+The child process holds a copy-on-write image of the service container at that instant:
+it encodes it, writes it through `SnapshotStore` (fsynced, checksummed, renamed into
+place) and exits. The parent never waits for the write: it keeps committing and
+applying, so the longest commit stall is the fork itself. When the child succeeds the
+core is told (`snapshot_taken`), which lets it compact its in-memory log, and the
+write-ahead log drops whole segments below the snapshot, keeping a margin of entries
+for followers that are only a little behind.
+
+*Sending* (leader). When the core asks for an InstallSnapshot to a follower, the node
+offers the newest stored snapshot; the follower answers with how many of its bytes it
+already holds (a transfer cut off earlier resumes where it stopped), and the leader
+streams the rest in chunks of `snapshot_chunk_bytes`, waiting for the link to drain
+between chunks rather than buffering the whole file. Failure at any point is reported
+to the core, which retries later.
+
+*Receiving* (follower). Chunks are appended to a partial file; when the last one
+arrives the file is verified and renamed, and only then is InstallSnapshot stepped into
+the core. The core hands the snapshot back in a `Ready`; the node restores the
+container from it and resets its log before doing anything else with that `Ready`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from phalanx.core.messages import InstallSnapshot
+from phalanx.core.types import Index, NodeId, SnapshotMeta
+from phalanx.storage import SnapshotStore, SnapshotWriter
+from phalanx.transport.wire import SnapshotChunk, SnapshotOffer, SnapshotResume
+
+if TYPE_CHECKING:
+    from phalanx.server.node import Node
+
+log = logging.getLogger("phalanx.snapshots")
+
+#: How long a leader waits for a follower's answer to an offer, or for a link to drain.
+TRANSFER_STEP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class SnapshotStats:
+    taken: int = 0
+    sent: int = 0
+    received: int = 0
+    last_fork_ms: float = 0.0
+    max_fork_ms: float = 0.0
+    last_write_ms: float = 0.0
+
+
+class SnapshotManager:
+    def __init__(self, node: Node, directory: Path) -> None:
+        self.node = node
+        self.store = SnapshotStore(directory, keep=node.config.snapshots_keep)
+        self.stats = SnapshotStats()
+        self._taking: asyncio.Task[SnapshotMeta | None] | None = None
+        self._sending: dict[NodeId, asyncio.Task[None]] = {}
+        self._resume_waiters: dict[NodeId, asyncio.Future[int]] = {}
+        self._receiving: tuple[SnapshotMeta, SnapshotWriter, int, NodeId] | None = None
+        #: Compact the WAL up to here at the next safe point of the ready loop.
+        self.compact_to = Index(0)
+
+    # -- taking ------------------------------------------------------------------------------
+
+    def maybe_take(self) -> None:
+        every = self.node.config.snapshot_every_entries
+        if not every or self._taking is not None:
+            return
+        applied = self.node.container.applied_index
+        if applied - self.node.raw.raft.snapshot_meta.index >= every:
+            self.start_taking()
+
+    def start_taking(self) -> asyncio.Task[SnapshotMeta | None]:
+        if self._taking is None:
+            self._taking = asyncio.get_running_loop().create_task(self._take())
+        return self._taking
+
+    async def _take(self) -> SnapshotMeta | None:
+        try:
+            return await self._take_once()
+        finally:
+            self._taking = None
+
+    async def _take_once(self) -> SnapshotMeta | None:
+        node = self.node
+        index = node.container.applied_index
+        term = node.raw.raft.log.term(index)
+        if index == 0 or term is None or index <= node.raw.raft.snapshot_meta.index:
+            return None
+        meta = SnapshotMeta(index, term)
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: write the frozen image and leave, whatever happens
+            os._exit(self._write_in_child(meta))
+        fork_ms = (time.perf_counter() - started) * 1000
+        self.stats.last_fork_ms = fork_ms
+        self.stats.max_fork_ms = max(self.stats.max_fork_ms, fork_ms)
+        loop = asyncio.get_running_loop()
+        _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        self.stats.last_write_ms = (time.perf_counter() - started) * 1000
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.error("snapshot at index %s failed in the child process", index)
+            return None
+        self.stats.taken += 1
+        compact_to = Index(max(0, index - node.config.snapshot_compaction_margin))
+        node.raw.snapshot_taken(meta, compact_to)
+        self.compact_to = max(self.compact_to, node.raw.raft.log.offset)
+        log.info(
+            "snapshot at index %s (term %s): fork %.1f ms, written in %.0f ms",
+            index, term, fork_ms, self.stats.last_write_ms,
+        )  # fmt: skip
+        return meta
+
+    def _write_in_child(self, meta: SnapshotMeta) -> int:
+        try:
+            data = self.node.container.snapshot_bytes()
+            writer = self.store.writer(meta)
+            chunk = self.node.config.snapshot_chunk_bytes
+            for start in range(0, len(data), chunk):
+                writer.write(data[start : start + chunk])
+            writer.finish()
+            return 0
+        except BaseException:  # the child must never return into the parent's loop
+            return 1
+
+    # -- sending (leader) ----------------------------------------------------------------------
+
+    def send(self, message: InstallSnapshot) -> None:
+        peer = message.to
+        task = self._sending.get(peer)
+        if task is not None and not task.done():
+            return
+        self._sending[peer] = asyncio.get_running_loop().create_task(self._send(message))
+
+    async def _send(self, message: InstallSnapshot) -> None:
+        peer = message.to
+        succeeded = False
+        try:
+            succeeded = await self._stream(message)
+        except (ConnectionError, TimeoutError, OSError) as error:
+            log.warning("sending snapshot to node %s failed: %s", peer, error)
+        finally:
+            self._resume_waiters.pop(peer, None)
+            if not succeeded:
+                self.node.raw.report_snapshot(peer, succeeded=False)
+                self.node.wake()
+
+    async def _stream(self, message: InstallSnapshot) -> bool:
+        latest = self.store.latest()
+        if latest is None or latest[0] != message.snapshot:
+            log.warning("asked to send snapshot %s, which is not the newest stored", message)
+            return False
+        meta, path = latest
+        transport = self.node.require_transport()
+        peer, me, term = message.to, message.from_id, message.term
+        length = self.store.content_length(path)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._resume_waiters[peer] = future
+        await transport.send_bulk(
+            SnapshotOffer(term, me, peer, meta, length), TRANSFER_STEP_TIMEOUT_S
+        )
+        offset = await asyncio.wait_for(future, TRANSFER_STEP_TIMEOUT_S)
+        for chunk_offset, chunk in self.store.read_chunks(
+            path, self.node.config.snapshot_chunk_bytes
+        ):
+            if chunk_offset + len(chunk) <= offset:
+                continue  # the follower already holds it
+            if self.node.raw.raft.term != term:
+                return False  # no longer leading in that term
+            await transport.send_bulk(
+                SnapshotChunk(term, me, peer, meta, chunk_offset, chunk), TRANSFER_STEP_TIMEOUT_S
+            )
+        self.stats.sent += 1
+        return True
+
+    def on_resume(self, message: SnapshotResume) -> None:
+        future = self._resume_waiters.get(message.from_id)
+        if future is not None and not future.done():
+            future.set_result(message.offset)
+
+    # -- receiving (follower) ------------------------------------------------------------------
+
+    def on_offer(self, message: SnapshotOffer) -> None:
+        if message.term < self.node.raw.raft.term:
+            return
+        self._abort_receiving(unless=message.snapshot)
+        if self._receiving is None:
+            writer = self.store.resume(message.snapshot)
+            self._receiving = (message.snapshot, writer, message.length, message.from_id)
+        meta, writer, _, _ = self._receiving
+        self.node.require_transport().send(
+            SnapshotResume(message.term, message.to, message.from_id, meta, writer.offset)
+        )
+
+    def on_chunk(self, message: SnapshotChunk, deliver: Callable[[InstallSnapshot], None]) -> None:
+        receiving = self._receiving
+        if receiving is None or receiving[0] != message.snapshot:
+            return
+        meta, writer, length, leader = receiving
+        if message.offset != writer.offset:
+            return  # a gap or a repeat: the leader retries with a fresh offer
+        writer.write(message.data)
+        if writer.offset < length:
+            return
+        self._receiving = None
+        writer.finish()
+        self.stats.received += 1
+        deliver(InstallSnapshot(message.term, leader, message.to, meta))
+
+    def _abort_receiving(self, unless: SnapshotMeta) -> None:
+        if self._receiving is not None and self._receiving[0] != unless:
+            with contextlib.suppress(OSError):
+                self._receiving[1].abort()
+            self._receiving = None
+
+    # -- installing ----------------------------------------------------------------------------
+
+    def read(self, meta: SnapshotMeta) -> bytes:
+        latest = self.store.latest()
+        if latest is None or latest[0] != meta:
+            raise AssertionError(f"snapshot {meta} to install is not the newest stored")
+        return self.store.read_content(latest[1])
+
+    def close(self) -> None:
+        for task in self._sending.values():
+            task.cancel()
+        if self._receiving is not None:
+            with contextlib.suppress(OSError):
+                self._receiving[1].abort()
