@@ -242,3 +242,20 @@ def test_bad_config_is_rejected_naming_the_setting(
     with pytest.raises(ConfigError) as error:
         Raft(RaftConfig(**base), random.Random(0))  # type: ignore[arg-type]
     assert error.value.setting == setting
+
+
+def test_leader_notices_a_follower_that_lost_its_log_while_idle() -> None:
+    # A wiped follower answers heartbeats with its (empty) last index; the leader must
+    # resend the log even though nothing new is being proposed.
+    cluster = Harness(3)
+    cluster.elect(1)
+    cluster[1].propose([b"a", b"b"])
+    cluster.deliver()
+    assert cluster[1].progress[N2].match == 3
+    wiped = Raft(RaftConfig(node_id=N2, voters=(N1, N2, N3)), random.Random(5))
+    cluster.nodes[N2] = wiped
+    for _ in range(cluster[1].config.heartbeat_interval_ticks):
+        cluster[1].tick()
+    cluster.deliver()
+    assert wiped.log.last_index() == 3 and wiped.log.committed == 3
+    assert cluster[1].progress[N2].match == 3

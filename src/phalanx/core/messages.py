@@ -69,7 +69,10 @@ class HeartbeatRequest(Message, frozen=True, tag=True, array_like=True, gc=False
 
 
 class HeartbeatResponse(Message, frozen=True, tag=True, array_like=True, gc=False):
-    pass
+    """`last_index` is the follower's last log index: a value below what the leader
+    believes it matches means the follower lost its disk, and replication restarts."""
+
+    last_index: Index = Index(0)
 
 
 class TimeoutNow(Message, frozen=True, tag=True, array_like=True, gc=False):

@@ -445,7 +445,9 @@ class Raft:
             # The leader sends min(our match, its commit), which we hold unless our
             # disk lost data; the commit index is a hint, so clamp rather than trust.
             self.log.commit_to(min(message.commit, self.log.last_index()))
-            self._send(HeartbeatResponse(self.term, self.id, message.from_id))
+            self._send(
+                HeartbeatResponse(self.term, self.id, message.from_id, self.log.last_index())
+            )
         elif isinstance(message, InstallSnapshot):
             self.election_elapsed = 0
             self.leader_id = message.from_id
@@ -478,6 +480,12 @@ class Raft:
         elif isinstance(message, HeartbeatResponse):
             progress = self.progress[message.from_id]
             progress.recent_active = True
+            if message.last_index < progress.match and progress.state is not ProgressState.SNAPSHOT:
+                # The follower holds less than it acknowledged (a wiped or damaged disk;
+                # or a reordered old answer, which costs only a probe). Lowering match
+                # only under-counts replicas, which is safe.
+                progress.match = message.last_index
+                progress.become_probe()
             progress.on_heartbeat_response(
                 self.config.replication_stall_heartbeats, self.config.snapshot_stall_heartbeats
             )

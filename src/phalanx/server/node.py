@@ -89,7 +89,7 @@ class Node:
         )
         self.snapshots = SnapshotManager(self, config.data_dir / "snapshots")
         snapshot = self._restore_snapshot()
-        restored = self.storage.load(snapshot_index=snapshot.index)
+        restored = self.storage.load(snapshot_index=snapshot.index, snapshot_term=snapshot.term)
         for line in restored.report:
             log.warning("storage recovery: %s", line)
         raft_config = RaftConfig(
@@ -118,7 +118,7 @@ class Node:
     def _restore_snapshot(self) -> SnapshotMeta:
         """Loads the newest valid snapshot into the container (damaged ones are skipped
         by the store with a warning); only the log after it will be replayed."""
-        latest = self.snapshots.store.latest()
+        latest = self.snapshots.latest
         if latest is None:
             return SnapshotMeta()
         meta, path = latest

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from phalanx.core.messages import InstallSnapshot
 from phalanx.core.types import Index, NodeId, SnapshotMeta
 from phalanx.storage import SnapshotStore, SnapshotWriter
+from phalanx.storage.snapshots import snapshot_file_name
 from phalanx.transport.wire import SnapshotChunk, SnapshotOffer, SnapshotResume
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class SnapshotManager:
         self._receiving: tuple[SnapshotMeta, SnapshotWriter, int, NodeId] | None = None
         #: Compact the WAL up to here at the next safe point of the ready loop.
         self.compact_to = Index(0)
+        #: The newest stored snapshot, so that it is found without rescanning files.
+        self.latest: tuple[SnapshotMeta, Path] | None = self.store.latest()
 
     # -- taking ------------------------------------------------------------------------------
 
@@ -114,7 +117,11 @@ class SnapshotManager:
             log.error("snapshot at index %s failed in the child process", index)
             return None
         self.stats.taken += 1
-        compact_to = Index(max(0, index - node.config.snapshot_compaction_margin))
+        self.latest = (meta, Path(self.store.directory) / snapshot_file_name(meta))
+        # Never compact past the previous snapshot: if the newest one is ever found
+        # damaged at start, the previous one plus the log still rebuild the state.
+        previous = node.raw.raft.snapshot_meta.index
+        compact_to = Index(max(0, min(index - node.config.snapshot_compaction_margin, previous)))
         node.raw.snapshot_taken(meta, compact_to)
         self.compact_to = max(self.compact_to, node.raw.raft.log.offset)
         log.info(
@@ -158,7 +165,7 @@ class SnapshotManager:
                 self.node.wake()
 
     async def _stream(self, message: InstallSnapshot) -> bool:
-        latest = self.store.latest()
+        latest = self.latest
         if latest is None or latest[0] != message.snapshot:
             log.warning("asked to send snapshot %s, which is not the newest stored", message)
             return False
@@ -172,11 +179,12 @@ class SnapshotManager:
             SnapshotOffer(term, me, peer, meta, length), TRANSFER_STEP_TIMEOUT_S
         )
         offset = await asyncio.wait_for(future, TRANSFER_STEP_TIMEOUT_S)
-        for chunk_offset, chunk in self.store.read_chunks(
-            path, self.node.config.snapshot_chunk_bytes
-        ):
-            if chunk_offset + len(chunk) <= offset:
+        chunk_bytes = self.node.config.snapshot_chunk_bytes
+        for whole_offset, whole in self.store.read_chunks(path, chunk_bytes):
+            if whole_offset + len(whole) <= offset:
                 continue  # the follower already holds it
+            chunk = whole[max(0, offset - whole_offset) :]
+            chunk_offset = max(whole_offset, offset)
             if self.node.raw.raft.term != term:
                 return False  # no longer leading in that term
             await transport.send_bulk(
@@ -215,7 +223,7 @@ class SnapshotManager:
         if writer.offset < length:
             return
         self._receiving = None
-        writer.finish()
+        self.latest = (meta, writer.finish())
         self.stats.received += 1
         deliver(InstallSnapshot(message.term, leader, message.to, meta))
 
@@ -228,7 +236,7 @@ class SnapshotManager:
     # -- installing ----------------------------------------------------------------------------
 
     def read(self, meta: SnapshotMeta) -> bytes:
-        latest = self.store.latest()
+        latest = self.latest
         if latest is None or latest[0] != meta:
             raise AssertionError(f"snapshot {meta} to install is not the newest stored")
         return self.store.read_content(latest[1])

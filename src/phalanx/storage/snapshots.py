@@ -239,7 +239,7 @@ class SnapshotWriter:
                 f"snapshot {self.partial_path} would exceed {SNAPSHOT_CONTENT_BYTES_MAX} bytes "
                 "of content (SNAPSHOT_CONTENT_BYTES_MAX)"
             )
-        with self._store.failing("write snapshot", str(self.partial_path)):
+        with self._store._failing("write snapshot", str(self.partial_path)):
             write_all(fd, chunk, SNAPSHOT_HEADER_BYTES + self._offset)
             self._offset += len(chunk)
             if self._checkpoints and self._offset - self._checkpointed >= SNAPSHOT_CHECKPOINT_BYTES:
@@ -249,7 +249,7 @@ class SnapshotWriter:
         """Seals the snapshot durably under its final name, then applies retention."""
         fd = self._open_fd()
         final = os.path.join(self._store.directory, snapshot_file_name(self.meta))
-        with self._store.failing("finish snapshot", str(self.partial_path)):
+        with self._store._failing("finish snapshot", str(self.partial_path)):
             write_all(fd, _encode_header(self.meta, self._offset), 0)
             end = SNAPSHOT_HEADER_BYTES + self._offset
             write_all(fd, _TRAILER.pack(_checksum(fd, str(self.partial_path), end)), end)
@@ -258,8 +258,8 @@ class SnapshotWriter:
             os.close(fd)
             self._fd = None
             os.replace(self.partial_path, final)
-            self._store.fsync_directory()
-        self._store.retain(newest_written=final)
+            self._store._fsync_directory()
+        self._store._retain(newest_written=final)
         return Path(final)
 
     def abort(self) -> None:
@@ -284,7 +284,7 @@ class SnapshotWriter:
         # Content first, then the length that vouches for it (see "Resumable receive").
         os.fdatasync(fd)
         if self._checkpointed == 0:
-            self._store.fsync_directory()  # the partial's name survives a power loss
+            self._store._fsync_directory()  # the partial's name survives a power loss
         write_all(fd, struct.pack("<Q", self._offset), _LENGTH_OFFSET)
         self._checkpointed = self._offset
 
@@ -294,12 +294,14 @@ class SnapshotStore:
 
     See the module docstring for the format, the durability rules and processes."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, keep: int = SNAPSHOT_KEEP_DEFAULT):
+    def __init__(
+        self, directory: str | os.PathLike[str], *, keep: int = SNAPSHOT_KEEP_DEFAULT
+    ) -> None:
         if keep < 1:
             raise ValueError(f"keep={keep}: at least one snapshot must be kept")
         self.directory = os.path.abspath(os.fspath(directory))
         self.keep = keep
-        with self.failing("open snapshot directory", self.directory):
+        with self._failing("open snapshot directory", self.directory):
             ensure_directory(self.directory)
 
     # -- writing ------------------------------------------------------------------------------
@@ -314,7 +316,7 @@ class SnapshotStore:
         offset (`writer.offset`), or starting a new one. Other received partials go."""
         self._remove_partials(_RECEIVING_SUFFIX, except_meta=meta)
         partial = os.path.join(self.directory, snapshot_file_name(meta, _RECEIVING_SUFFIX))
-        with self.failing("resume snapshot", partial):
+        with self._failing("resume snapshot", partial):
             if not os.path.exists(partial):
                 return self._create(meta, _RECEIVING_SUFFIX, checkpoints=True)
             fd = os.open(partial, os.O_RDWR)
@@ -339,13 +341,13 @@ class SnapshotStore:
                 continue  # deleted by a concurrent retention
             except StorageCorruptError as error:
                 logger.warning(
-                    "skipping damaged snapshot %s (%s); using the previous one", path, error.problem
+                    "skipping damaged snapshot %s (%s); trying an older one", path, error.problem
                 )
         return None
 
     def content_length(self, path: str | os.PathLike[str]) -> int:
         name = os.fspath(path)
-        with self.failing("read snapshot", name):
+        with self._failing("read snapshot", name):
             fd = os.open(name, os.O_RDONLY)
             try:
                 return _check_file(fd, name)[1]
@@ -364,7 +366,7 @@ class SnapshotStore:
         if not 1 <= chunk_bytes <= SNAPSHOT_CHUNK_BYTES_MAX:
             raise ValueError(f"chunk_bytes={chunk_bytes} outside 1..{SNAPSHOT_CHUNK_BYTES_MAX}")
         name = os.fspath(path)
-        with self.failing("read snapshot", name):
+        with self._failing("read snapshot", name):
             fd = os.open(name, os.O_RDONLY)
         try:
             _, length = _check_file(fd, name)
@@ -384,17 +386,17 @@ class SnapshotStore:
 
     # -- used by SnapshotWriter ---------------------------------------------------------------
 
-    def failing(self, operation: str, path: str) -> _Translating:
+    def _failing(self, operation: str, path: str) -> _Translating:
         return _Translating(operation, path)
 
-    def fsync_directory(self) -> None:
+    def _fsync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def retain(self, *, newest_written: str) -> None:
+    def _retain(self, *, newest_written: str) -> None:
         """Deletes all but the `keep` newest valid snapshots (damaged ones included)."""
         kept = 0
         removed = False
@@ -412,7 +414,7 @@ class SnapshotStore:
             _unlink_quietly(path)
             removed = True
         if removed:
-            self.fsync_directory()
+            self._fsync_directory()
 
     # -- files --------------------------------------------------------------------------------
 
@@ -439,7 +441,7 @@ class SnapshotStore:
     def _create(self, meta: SnapshotMeta, suffix: str, *, checkpoints: bool) -> SnapshotWriter:
         assert meta.index >= 1, "a snapshot covers at least entry 1"
         partial = os.path.join(self.directory, snapshot_file_name(meta, suffix))
-        with self.failing("create snapshot", partial):
+        with self._failing("create snapshot", partial):
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 write_all(fd, _encode_header(meta, 0), 0)

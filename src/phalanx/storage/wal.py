@@ -107,13 +107,12 @@ node restored, and the segments before it may be gone.
   keeping them would break the Log Matching property, Raft §5.3).
 
 Threading contract. One owner thread calls `load`, `write`, `compact`, `reset` and
-`close`. `sync()` may run
-on another thread (the server runs it in a worker while the next batch accumulates in
-the Raft core), on the condition that no other method of this object runs while it
-does: the server calls `write` for batch n+1 only after the `sync` for batch n has
-returned, so the hand-off (a `Future`) orders all accesses. No lock is needed for
-that; a non-blocking guard turns any overlapping call into an `AssertionError` rather
-than silent corruption.
+`close`. `sync()` may run on another thread (the server runs it in a worker while the
+next batch accumulates in the Raft core), on the condition that no other method of this
+object runs while it does: the server calls `write` for batch n+1 only after the
+`sync` for batch n has returned, so the hand-off (a `Future`) orders all accesses. No
+lock is needed for that; a non-blocking guard turns any overlapping call into an
+`AssertionError` rather than silent corruption.
 
 Limits. A record's payload is at most `RECORD_PAYLOAD_BYTES_MAX` (a larger length field
 is damage, never an allocation); a segment file above `SEGMENT_FILE_BYTES_LIMIT` is
