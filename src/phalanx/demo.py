@@ -218,6 +218,7 @@ async def _scenario(cluster: LocalCluster, args: argparse.Namespace, console: Co
             last_count, last_time = stats.acknowledged + stats.rejected, now
             phase = _phase(killed, restarted)
             live.update(_table(statuses, stats, phase, rate))
+    console.print()
     for client in clients:
         await client.close()
     total_seconds = loop.time() - started

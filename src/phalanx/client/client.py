@@ -209,7 +209,10 @@ class AsyncClient:
             self.retries += 1
             if reply.status is ReplyStatus.NOT_LEADER:
                 self._redirect(connection, reply.leader_hint)
-            await asyncio.sleep(delay if reply.status is ReplyStatus.RETRY else 0)
+            # Back off unless pointed at the leader: during an election every node
+            # answers "not leader, unknown", and retrying at once only floods them.
+            pointed = reply.status is ReplyStatus.NOT_LEADER and bool(reply.leader_hint)
+            await asyncio.sleep(0 if pointed else delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_S)
 
     def _register(

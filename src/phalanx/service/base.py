@@ -39,7 +39,6 @@ class Service(abc.ABC):
 
         Two replicas that applied the same commands must return equal values."""
 
-
     def snapshot(self) -> Any:
         """The state to store in a snapshot, as plain data (by default `state()`).
 

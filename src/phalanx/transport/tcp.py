@@ -57,6 +57,9 @@ RECONNECT_DELAY_MAX_S = 1.0
 #: (Raft retransmits) instead of growing memory without bound.
 PEER_WRITE_BUFFER_HIGH_BYTES = 8 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 5.0
+#: Inbound connections (peers, clients and ones still to say Hello) a node accepts at
+#: once; beyond it new connections are closed on arrival.
+MAX_INBOUND_CONNECTIONS = 4096
 
 ClientRequestMessage = (
     OpenSessionRequest | CommandRequest | KeepAliveRequest | StatusRequest | SnapshotRequest
@@ -92,6 +95,8 @@ class Connection(asyncio.Protocol):
         self.peer_id = NodeId(0)
         self.remote = "?"
         self.paused = False
+        #: Set by a listener over its connection limit: close as soon as connected.
+        self.refuse = False
         self.writable = asyncio.Event()
         self.writable.set()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -104,6 +109,15 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
         transport.set_write_buffer_limits(high=PEER_WRITE_BUFFER_HIGH_BYTES)
+        if self.refuse:
+            log.warning("refusing %s: too many connections", self.remote)
+            self.close()
+        elif self.state is ConnectionState.AWAIT_HELLO:
+            asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._check_greeted)
+
+    def _check_greeted(self) -> None:
+        if self.state is ConnectionState.AWAIT_HELLO:
+            self.protocol_error(f"no Hello within {HANDSHAKE_TIMEOUT_S:.0f} s")
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -286,18 +300,21 @@ class NodeTransport:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Connection(
-                self._on_inbound_message,
-                self.inbound.discard,
-                self.max_frame_bytes,
-                ConnectionState.AWAIT_HELLO,
-            ),
-            self.host,
-            self.port,
-            reuse_address=True,
+            self._accept, self.host, self.port, reuse_address=True
         )
         for link in self.links.values():
             link.start()
+
+    def _accept(self) -> Connection:
+        connection = Connection(
+            self._on_inbound_message,
+            self.inbound.discard,
+            self.max_frame_bytes,
+            ConnectionState.AWAIT_HELLO,
+        )
+        connection.refuse = len(self.inbound) >= MAX_INBOUND_CONNECTIONS
+        self.inbound.add(connection)
+        return connection
 
     async def close(self) -> None:
         if self._server is not None:
@@ -355,7 +372,6 @@ class NodeTransport:
             connection.peer_id = NodeId(message.node_id)
         else:
             connection.state = ConnectionState.CLIENT
-        self.inbound.add(connection)
         connection.send(Welcome(self.node_id))
 
     def _check_hello(self, hello: Hello) -> str:

@@ -1,0 +1,394 @@
+"""A cluster of real node processes on 127.0.0.1, observed from outside.
+
+Theory of operation
+-------------------
+`LiveCluster` starts each node with the exact argv `phalanx node` is given by
+`node_command(config)` (the same one `phalanx cluster` and the demo use), with its
+output in `node-N.log` beside its data directory. Tests look at the cluster only as an
+operator could: the status every node answers (role, term, indices, digests), the
+client API, the files on disk and the node's log.
+
+Every wait polls with a bounded timeout and, when the bound is reached, fails with the
+statuses it last saw and the tail of every node's log. The bounds are generous because
+this runs on small, busy machines; no test asserts how fast anything happens.
+
+Every status poll also records which node claimed to lead in which term, so a test can
+check election safety (at most one leader per term) over everything it observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from phalanx.client import AsyncClient, Client, ClientError
+from phalanx.server.cli import node_command
+from phalanx.server.config import NodeConfig, build_config
+from phalanx.transport.wire import FRAME_HEADER, WireMessage, decode_message, encode_frame
+
+KV_SERVICE = "phalanx.examples.kv:KeyValue"
+DEFAULT_CLUSTER_ID = "phalanx"
+HOST = "127.0.0.1"
+
+#: Bounds on waiting, not expectations: elections take well under a second here.
+LEADER_TIMEOUT_S = 20.0
+CONVERGE_TIMEOUT_S = 30.0
+EXIT_TIMEOUT_S = 15.0
+LOG_LINE_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.1
+STATUS_ATTEMPT_TIMEOUT_S = 0.5
+#: Deadline of one client call; covers a leader failover.
+CALL_TIMEOUT_S = 20.0
+LOG_TAIL_LINES = 30
+
+Status = dict[str, Any]
+
+
+def free_consecutive_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (for `phalanx cluster --base-port`)."""
+    for _ in range(100):
+        base = free_ports(1)[0]
+        if base + count > 65536:
+            continue
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                sockets[-1].bind((HOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise AssertionError(f"found no {count} consecutive free ports")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel picked as free (held open together so they are distinct)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+async def gather_statuses(addresses: Sequence[str], cluster_id: str) -> list[Status | None]:
+    async def one(address: str) -> Status | None:
+        client = AsyncClient(
+            [address], cluster_id=cluster_id, attempt_timeout=STATUS_ATTEMPT_TIMEOUT_S
+        )
+        try:
+            return await client.status()
+        except (ClientError, OSError, TimeoutError):
+            return None
+        finally:
+            await client.close()
+
+    return list(await asyncio.gather(*(one(address) for address in addresses)))
+
+
+class LiveCluster:
+    """`size` node processes of one cluster; node id `i + 1` is at position `i`."""
+
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        service: str = KV_SERVICE,
+        cluster_id: str = DEFAULT_CLUSTER_ID,
+    ) -> None:
+        self.root = root
+        self.cluster_id = cluster_id
+        self.addresses = [f"{HOST}:{port}" for port in free_ports(size)]
+        self.members = ",".join(f"{i + 1}={a}" for i, a in enumerate(self.addresses))
+        self.configs: list[NodeConfig] = [
+            build_config(
+                {
+                    "id": i + 1,
+                    "members": self.members,
+                    "data": str(root / f"node-{i + 1}"),
+                    "service": service,
+                    "cluster_id": cluster_id,
+                }
+            )
+            for i in range(size)
+        ]
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * size
+        #: term -> ids of the nodes that reported being leader in that term.
+        self.leaders_seen: dict[int, set[int]] = {}
+        self.last_statuses: list[Status | None] = [None] * size
+
+    @property
+    def size(self) -> int:
+        return len(self.addresses)
+
+    def log_path(self, index: int) -> Path:
+        return self.root / f"node-{index + 1}.log"
+
+    def data_dir(self, index: int) -> Path:
+        return self.configs[index].data_dir
+
+    def port(self, index: int) -> int:
+        return self.configs[index].address[1]
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def start(self, index: int, argv: Sequence[str] | None = None) -> None:
+        """Starts node `index` as `node_command` has it, or with the given argv."""
+        assert self.processes[index] is None, f"node {index + 1} is already running"
+        with self.log_path(index).open("ab") as log_file:
+            self.processes[index] = subprocess.Popen(
+                node_command(self.configs[index]) if argv is None else list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start_all(self) -> None:
+        for index in range(self.size):
+            self.start(index)
+
+    def running(self, index: int) -> bool:
+        process = self.processes[index]
+        return process is not None and process.poll() is None
+
+    def running_indices(self) -> list[int]:
+        return [index for index in range(self.size) if self.processes[index] is not None]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: the process gets no chance to sync or close anything."""
+        process = self.processes[index]
+        assert process is not None, f"node {index + 1} is not running"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.processes[index] = None
+
+    def terminate(self, index: int, signum: int = signal.SIGTERM) -> int:
+        """Asks for a graceful stop and returns the exit code (fails if it hangs)."""
+        process = self.processes[index]
+        assert process is not None, f"node {index + 1} is not running"
+        process.send_signal(signum)
+        try:
+            code = process.wait(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(
+                f"node {index + 1} ignored signal {signum} for {EXIT_TIMEOUT_S}s\n"
+                + self.describe()
+            ) from None
+        finally:
+            self.processes[index] = None
+        return code
+
+    def close(self) -> None:
+        """Kills whatever is still running; called by the fixture at teardown."""
+        for index, process in enumerate(self.processes):
+            if process is None:
+                continue
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            self.processes[index] = None
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def statuses(self, among: Sequence[int] | None = None) -> list[Status | None]:
+        """One status poll of the nodes at `among` (default: all), None if unreachable."""
+        indices = list(range(self.size)) if among is None else list(among)
+        found = asyncio.run(gather_statuses([self.addresses[i] for i in indices], self.cluster_id))
+        for index, status in zip(indices, found, strict=True):
+            self.last_statuses[index] = status
+            if status is not None and status["role"] == "leader":
+                self.leaders_seen.setdefault(int(status["term"]), set()).add(int(status["id"]))
+        return found
+
+    def status(self, index: int) -> Status | None:
+        return self.statuses([index])[0]
+
+    def log_text(self, index: int) -> str:
+        path = self.log_path(index)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def describe(self) -> str:
+        """The last statuses and every node's log tail, for failure messages."""
+        parts = []
+        for index in range(self.size):
+            lines = self.log_text(index).splitlines()[-LOG_TAIL_LINES:]
+            state = "running" if self.running(index) else "not running"
+            parts.append(
+                f"--- node {index + 1} ({self.addresses[index]}, {state}) "
+                f"last status: {self.last_statuses[index]}\n" + "\n".join(lines)
+            )
+        return "\n".join(parts)
+
+    def assert_election_safety(self) -> None:
+        """Raft's Election Safety over every status observed: one leader per term."""
+        doubles = {term: ids for term, ids in self.leaders_seen.items() if len(ids) > 1}
+        assert not doubles, f"two leaders in one term: {doubles}"
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def wait_until(
+        self,
+        condition: Callable[[], Any],
+        what: str,
+        timeout: float,
+        must_run: Sequence[int] = (),
+    ) -> Any:
+        """Polls `condition` until it returns something truthy, which is returned."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index in must_run:
+                process = self.processes[index]
+                assert process is not None and process.poll() is None, (
+                    f"node {index + 1} exited while waiting for {what}\n{self.describe()}"
+                )
+            result = condition()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}\n{self.describe()}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def wait_for_leader(
+        self, among: Sequence[int] | None = None, timeout: float = LEADER_TIMEOUT_S
+    ) -> int:
+        """Waits until every node of `among` (default: the running ones) answers, one of
+        them leads, and all agree on it and on the term; returns the leader's position."""
+        indices = self.running_indices() if among is None else list(among)
+
+        def agreed() -> int | None:
+            found = self.statuses(indices)
+            if any(status is None for status in found):
+                return None
+            statuses = [status for status in found if status is not None]
+            leaders = [s for s in statuses if s["role"] == "leader"]
+            if len(leaders) != 1 or len({s["term"] for s in statuses}) != 1:
+                return None
+            leader_id = int(leaders[0]["id"])
+            if any(s["leader"] != leader_id for s in statuses):
+                return None
+            return leader_id  # ids start at 1, so this is truthy
+
+        leader_id: int = self.wait_until(agreed, "one agreed leader", timeout, indices)
+        return leader_id - 1
+
+    def wait_converged(
+        self, among: Sequence[int] | None = None, timeout: float = CONVERGE_TIMEOUT_S
+    ) -> list[Status]:
+        """Waits until every node of `among` (default: the running ones) holds, commits and
+        has applied the same last index; returns their statuses (digests not compared)."""
+        indices = self.running_indices() if among is None else list(among)
+
+        def converged() -> list[Status] | None:
+            found = self.statuses(indices)
+            if any(status is None for status in found):
+                return None
+            statuses = [status for status in found if status is not None]
+            marks = {(s["last_index"], s["commit_index"], s["applied_index"]) for s in statuses}
+            if len(marks) != 1:
+                return None
+            last, commit, applied = marks.pop()
+            return statuses if last == commit == applied else None
+
+        statuses: list[Status] = self.wait_until(
+            converged, "all nodes to apply the same last index", timeout, indices
+        )
+        return statuses
+
+    def assert_same_digests(self, statuses: Sequence[Status]) -> None:
+        log_digests = {s["id"]: s["log_digest"] for s in statuses}
+        state_digests = {s["id"]: s["state_digest"] for s in statuses}
+        assert len(set(log_digests.values())) == 1, f"log digests differ: {log_digests}"
+        assert len(set(state_digests.values())) == 1, f"state digests differ: {state_digests}"
+
+    def wait_for_log_line(self, index: int, text: str, timeout: float = LOG_LINE_TIMEOUT_S) -> str:
+        """Waits for a line containing `text` in the node's log; returns that line."""
+
+        def found() -> str | None:
+            for line in self.log_text(index).splitlines():
+                if text in line:
+                    return line
+            return None
+
+        line: str = self.wait_until(found, f"{text!r} in node {index + 1}'s log", timeout)
+        return line
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def client(self, **options: Any) -> Client:
+        options.setdefault("timeout", CALL_TIMEOUT_S)
+        options.setdefault("cluster_id", self.cluster_id)
+        return Client(self.addresses, **options)
+
+    def put_and_check(self, client: Client, key: str, value: str) -> None:
+        assert client.call({"op": "put", "key": key, "value": value}) == {"ok": True}
+        assert client.call({"op": "get", "key": key}) == {"value": value}
+
+
+# -- raw wire access -------------------------------------------------------------------------
+
+
+class RawConnection:
+    """A plain blocking socket speaking (or deliberately misspeaking) the wire format."""
+
+    def __init__(self, address: str, timeout: float = 5.0) -> None:
+        host, _, port = address.rpartition(":")
+        assert host == HOST, "tests only ever talk to 127.0.0.1"
+        self.socket = socket.create_connection((host, int(port)), timeout=timeout)
+        self._buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def send_bytes(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def send(self, message: WireMessage) -> None:
+        self.socket.sendall(encode_frame(message))
+
+    def _read_exactly(self, count: int) -> bytes | None:
+        while len(self._buffer) < count:
+            chunk = self.socket.recv(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:count], self._buffer[count:]
+        return data
+
+    def receive(self) -> WireMessage:
+        header = self._read_exactly(FRAME_HEADER.size)
+        assert header is not None, "the node closed the connection"
+        length, _ = FRAME_HEADER.unpack(header)
+        payload = self._read_exactly(length)
+        assert payload is not None, "the node closed the connection mid-frame"
+        return decode_message(payload)
+
+    def closed_by_peer(self) -> bool:
+        """True once the node has closed its side (EOF or reset), reading whatever it
+        still sent before; raises TimeoutError if the connection stays open."""
+        try:
+            while self.socket.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
