@@ -45,7 +45,17 @@ SERVICE = "phalanx.examples.bank:Bank"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="run a 3-node bank cluster through a failover")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a 3-node bank cluster through a failover, or (faulty) catch a faulty replica",
+    )
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default="failover",
+        choices=("failover", "faulty"),
+        help="failover (default): kill the leader; faulty: one node's service skips transfers",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="client run time")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client sessions")
     parser.add_argument("--in-flight", type=int, default=16, help="requests in flight per client")
@@ -74,17 +84,29 @@ def _free_ports(count: int) -> list[int]:
 
 
 class LocalCluster:
-    def __init__(self, root: Path, nodes: int = 3) -> None:
+    """Node processes on free ports of 127.0.0.1; `services` may give each node its own
+    service, and `settings` adds node settings (all passed through a TOML file)."""
+
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 3,
+        services: list[str] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         ports = _free_ports(nodes)
+        self.root = root
         self.addresses = [f"127.0.0.1:{port}" for port in ports]
         self.members = ",".join(f"{i + 1}={a}" for i, a in enumerate(self.addresses))
+        services = services or [SERVICE] * nodes
         self.configs = [
             build_config(
                 {
                     "id": i + 1,
                     "members": self.members,
                     "data": str(root / f"node-{i + 1}"),
-                    "service": SERVICE,
+                    "service": services[i],
+                    **(settings or {}),
                 }
             )
             for i in range(nodes)
@@ -94,8 +116,9 @@ class LocalCluster:
 
     def start(self, index: int) -> None:
         with self.logs[index].open("ab") as log_file:
+            command = node_command(self.configs[index], self.root / f"node-{index + 1}.toml")
             self.processes[index] = subprocess.Popen(
-                node_command(self.configs[index]), stdout=log_file, stderr=subprocess.STDOUT
+                command, stdout=log_file, stderr=subprocess.STDOUT
             )
 
     def kill(self, index: int) -> None:
@@ -319,6 +342,10 @@ def _print_verdict(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "faulty":
+        from phalanx.demo_faulty import run_faulty
+
+        return run_faulty(args)
     if args.seconds <= 0 or args.clients < 1 or args.in_flight < 1:
         print("phalanx demo: --seconds, --clients and --in-flight must be positive")
         return 2
@@ -339,4 +366,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(argparse.Namespace(seconds=20.0, clients=4, in_flight=16, seed=1, keep=False)))
+    sys.exit(
+        run(
+            argparse.Namespace(
+                scenario="failover", seconds=20.0, clients=4, in_flight=16, seed=1, keep=False
+            )
+        )
+    )

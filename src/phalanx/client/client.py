@@ -40,6 +40,7 @@ from phalanx.transport.wire import (
     Hello,
     OpenSessionRequest,
     Refused,
+    RepairRequest,
     ReplyStatus,
     SnapshotReply,
     SnapshotRequest,
@@ -138,13 +139,20 @@ class AsyncClient:
                 raise  # an earlier attempt may have applied under the old session
             return None
 
+    async def repair(self, timeout: float = 10.0) -> tuple[int, int, str]:
+        """Asks the connected node to rebuild its service from the leader's snapshot."""
+        return await self._admin(RepairRequest, timeout)
+
     async def snapshot(self, timeout: float = 120.0) -> tuple[int, int, str]:
         """Asks the connected node to take a snapshot now: (index, term, note)."""
+        return await self._admin(SnapshotRequest, timeout)
+
+    async def _admin(self, make: Any, timeout: float) -> tuple[int, int, str]:
         loop = asyncio.get_running_loop()
         connection = await self._connect(loop.time() + self.attempt_timeout)
         request_id = next(self._request_ids)
         future = self._register(request_id, connection)
-        connection.send(SnapshotRequest(request_id))
+        connection.send(make(request_id))
         reply = await asyncio.wait_for(future, timeout)
         assert isinstance(reply, SnapshotReply)
         return reply.index, reply.term, reply.message

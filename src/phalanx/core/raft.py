@@ -167,6 +167,9 @@ class Raft:
         self.randomized_election_timeout = config.election_timeout_ticks
         self.transfer_target = NO_NODE
         self.uncommitted_bytes = 0
+        #: False keeps this node from campaigning (it still votes and replicates): for
+        #: a node whose service was found to diverge from the majority.
+        self.promotable = True
         self._step_role: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
         self.become_follower(self.term, NO_NODE)
@@ -407,7 +410,8 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+            if self.promotable:
+                self._campaign(pre_vote=self.config.pre_vote, transfer=False)
 
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
@@ -452,7 +456,7 @@ class Raft:
             self.election_elapsed = 0
             self.leader_id = message.from_id
             self._on_install_snapshot(message)
-        elif isinstance(message, TimeoutNow):
+        elif isinstance(message, TimeoutNow) and self.promotable:
             self._campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, message: Message) -> None:

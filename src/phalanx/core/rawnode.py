@@ -112,6 +112,18 @@ class RawNode:
     def snapshot_taken(self, snapshot: SnapshotMeta, compact_to: Index) -> None:
         self.raft.snapshot_taken(snapshot, compact_to)
 
+    def set_promotable(self, promotable: bool) -> None:
+        """Whether this node may campaign (a node with a diverged service may not)."""
+        self.raft.promotable = promotable
+
+    def reapply_from(self, index: Index) -> None:
+        """The caller restored its service to the state after `index` (from a healthy
+        node's snapshot): committed entries after it will be handed out again."""
+        assert not self._outstanding, "reapply_from() between ready() and advance()"
+        log = self.raft.log
+        assert log.offset <= index <= log.applied, "cannot reapply from outside the log"
+        log.applied = index
+
     def has_ready(self) -> bool:
         raft = self.raft
         return bool(

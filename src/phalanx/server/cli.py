@@ -17,7 +17,7 @@ from typing import Any
 
 from phalanx.client import AsyncClient, Client, ClientError
 from phalanx.core.errors import ConfigError, PhalanxError
-from phalanx.server.config import NodeConfig, build_config, config_from_toml
+from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
 from phalanx.storage.errors import StorageError
 from phalanx.transport.addresses import client_addresses
 
@@ -98,7 +98,12 @@ async def _serve(node: Any) -> None:
     await node.run(stop)
 
 
-def node_command(config: NodeConfig) -> list[str]:
+def node_command(config: NodeConfig, config_file: Path | None = None) -> list[str]:
+    """The argv of a node process; with `config_file`, every setting goes through a
+    TOML file written there (the command line names only the common ones)."""
+    if config_file is not None:
+        config_file.write_text(config_to_toml(config))
+        return [sys.executable, "-m", "phalanx", "node", "--config", str(config_file)]
     members = ",".join(f"{n}={h}:{p}" for n, (h, p) in sorted(config.members.items()))
     return [
         sys.executable, "-m", "phalanx", "node",

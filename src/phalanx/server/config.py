@@ -46,6 +46,10 @@ class NodeConfig:
     snapshot_compaction_margin: int = 10_000
     snapshot_chunk_bytes: int = 1024 * 1024
     snapshots_keep: int = 2
+    #: Compare state digests with the other nodes every this many entries (0: never).
+    checkpoint_every_entries: int = 1000
+    #: Rebuild from the leader's snapshot as soon as this node finds itself diverged.
+    auto_repair: bool = False
     #: BROKEN ON PURPOSE: any node answers read-only commands from its own state,
     #: bypassing the log, so reads may be stale. Exists only so fault tests can show
     #: the linearizability checker catching it. Never enable it in production.
@@ -157,3 +161,21 @@ def build_config(raw: dict[str, Any]) -> NodeConfig:
     config = NodeConfig(**values)
     config.validate()
     return config
+
+
+def config_to_toml(config: NodeConfig) -> str:
+    """The TOML text that `config_from_toml` reads back as `config`."""
+    lines = []
+    for field in dataclasses.fields(NodeConfig):
+        value = getattr(config, field.name)
+        name = {"node_id": "id", "data_dir": "data"}.get(field.name, field.name)
+        if field.name == "members":
+            value = ",".join(f"{n}={h}:{p}" for n, (h, p) in sorted(value.items()))
+        if isinstance(value, bool):
+            lines.append(f"{name} = {'true' if value else 'false'}")
+        elif isinstance(value, int):
+            lines.append(f"{name} = {value}")
+        else:
+            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'{name} = "{escaped}"')
+    return "\n".join(lines) + "\n"

@@ -41,18 +41,22 @@ from phalanx.core.errors import NotLeaderError, ProposalDroppedError
 from phalanx.core.messages import AppendRequest, HeartbeatRequest, InstallSnapshot, Message
 from phalanx.core.raft import RaftConfig, Role
 from phalanx.core.rawnode import RawNode, Ready
-from phalanx.core.types import Entry, Index, NodeId, SnapshotMeta, Term
+from phalanx.core.types import NO_NODE, Entry, Index, NodeId, SnapshotMeta, Term
 from phalanx.server.config import NodeConfig, load_service_class
+from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
 from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
 from phalanx.service.envelope import Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import WalStorage
 from phalanx.transport.tcp import ClientRequestMessage, Connection, NodeTransport
 from phalanx.transport.wire import (
+    CheckpointReport,
     ClientReply,
     CommandRequest,
     KeepAliveRequest,
     OpenSessionRequest,
+    RepairRequest,
+    RepairWanted,
     ReplyStatus,
     SnapshotChunk,
     SnapshotOffer,
@@ -81,7 +85,9 @@ class Node:
         self.container = ServiceContainer(
             self.service,
             ContainerLimits(
-                session_timeout_ms=config.session_timeout_ms, max_sessions=config.max_sessions
+                session_timeout_ms=config.session_timeout_ms,
+                max_sessions=config.max_sessions,
+                checkpoint_every_entries=config.checkpoint_every_entries,
             ),
         )
         self.storage = WalStorage(
@@ -114,6 +120,12 @@ class Node:
         self._stopping = False
         self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fsync")
         self.syncs = 0
+        self.divergence = DivergenceMonitor(config.node_id, tuple(sorted(config.members)))
+        #: Set while this node's service disagrees with the majority's.
+        self.diverged: Verdict | None = None
+        self.last_verdict: Verdict | None = None
+        self.repairs = 0
+        self._pending_repair: SnapshotMeta | None = None
 
     def _restore_snapshot(self) -> SnapshotMeta:
         """Loads the newest valid snapshot into the container (damaged ones are skipped
@@ -175,8 +187,20 @@ class Node:
     # -- inputs ------------------------------------------------------------------------------
 
     def _on_peer_message(self, message: Message) -> None:
-        if isinstance(message, SnapshotChunk):
-            self.snapshots.on_chunk(message, self._on_peer_message)
+        if isinstance(message, CheckpointReport):
+            self._on_verdict(
+                self.divergence.record(
+                    message.from_id,
+                    Index(message.index),
+                    message.log_digest,
+                    message.state_digest,
+                )
+            )
+        elif isinstance(message, RepairWanted):
+            if self.raw.raft.role is Role.LEADER:
+                asyncio.get_running_loop().create_task(self.snapshots.send_repair(message.from_id))
+        elif isinstance(message, SnapshotChunk):
+            self.snapshots.on_chunk(message, self._on_peer_message, self._on_repair_snapshot)
         elif isinstance(message, SnapshotOffer):
             self.snapshots.on_offer(message)
         elif isinstance(message, SnapshotResume):
@@ -194,6 +218,22 @@ class Node:
             return
         if isinstance(message, SnapshotRequest):
             asyncio.get_running_loop().create_task(self._snapshot_on_request(connection, message))
+            return
+        if isinstance(message, RepairRequest):
+            note = self.request_repair()
+            connection.send(SnapshotReply(message.request_id, 0, 0, note))
+            return
+        if self.diverged is not None:
+            # A diverged service must not answer anyone: send the client elsewhere.
+            hint = "" if self.raw.raft.role is Role.LEADER else self._hint()
+            connection.send(
+                ClientReply(
+                    message.request_id,
+                    ReplyStatus.NOT_LEADER,
+                    leader_hint=hint,
+                    message="this node's service diverged from the majority",
+                )
+            )
             return
         if self.config.unsafe_local_reads and self._answer_locally(connection, message):
             return
@@ -256,6 +296,96 @@ class Node:
             note = f"fork {self.snapshots.stats.last_fork_ms:.1f} ms"
         connection.send(SnapshotReply(message.request_id, meta.index, meta.term, note))
 
+    # -- divergence and repair -------------------------------------------------------------
+
+    def _publish_checkpoints(self) -> None:
+        checkpoints, self.container.new_checkpoints = self.container.new_checkpoints, []
+        transport = self.require_transport()
+        raft = self.raw.raft
+        for checkpoint in checkpoints:
+            for peer in raft.peers:
+                transport.send(
+                    CheckpointReport(
+                        raft.term,
+                        raft.id,
+                        peer,
+                        checkpoint.index,
+                        checkpoint.log_digest,
+                        checkpoint.state_digest,
+                    )
+                )
+            self._on_verdict(
+                self.divergence.record(
+                    raft.id, checkpoint.index, checkpoint.log_digest, checkpoint.state_digest
+                )
+            )
+
+    def _on_verdict(self, verdict: Verdict | None) -> None:
+        if verdict is None:
+            return
+        self.last_verdict = verdict
+        if verdict.kind is VerdictKind.AGREE:
+            if self.diverged is not None and verdict.index >= self.diverged.index:
+                log.warning("node %s agrees with the majority again", self.config.node_id)
+                self.diverged = None
+                self.raw.set_promotable(True)
+            return
+        if verdict.kind is not VerdictKind.SELF_DIVERGED:
+            log.error("replica check %s", verdict.describe())
+            return
+        log.error(
+            "THIS NODE's service diverged from the majority %s; it stops serving clients "
+            "and leading until repaired",
+            verdict.describe(),
+        )
+        self.diverged = verdict
+        self.raw.set_promotable(False)
+        raft = self.raw.raft
+        if raft.role is Role.LEADER:
+            healthy = [p for p in raft.peers if p not in verdict.faulty]
+            if healthy:
+                best = max(healthy, key=lambda p: raft.progress[p].match)
+                self.raw.transfer_leadership(best)
+        if self.config.auto_repair:
+            self.request_repair()
+        self._wake.set()
+
+    def request_repair(self) -> str:
+        raft = self.raw.raft
+        if raft.role is Role.LEADER:
+            return "this node leads; it hands leadership over first, then repair it"
+        if raft.leader_id == NO_NODE:
+            return "no leader known yet; try again"
+        self.require_transport().send(RepairWanted(raft.term, raft.id, raft.leader_id))
+        return f"asked leader {raft.leader_id} for a snapshot to rebuild from"
+
+    def _on_repair_snapshot(self, meta: SnapshotMeta) -> None:
+        self._pending_repair = meta
+        self._wake.set()
+
+    def _repair_if_ready(self) -> None:
+        """Restores the service from a healthy snapshot and re-applies the log after it;
+        only between Readies, so nothing half-applied is in flight."""
+        meta = self._pending_repair
+        if meta is None:
+            return
+        log_ = self.raw.raft.log
+        if meta.index > log_.applied:
+            return  # wait until this node has applied that far itself
+        self._pending_repair = None
+        if meta.index < log_.offset:
+            log.error("repair snapshot %s is older than this node's log; asking again", meta)
+            self.request_repair()
+            return
+        self.container.restore(self.snapshots.read(meta))
+        self.raw.reapply_from(meta.index)
+        self.repairs += 1
+        # The state is now the healthy majority's; the next checkpoint re-checks it.
+        self.diverged = None
+        self.last_verdict = None
+        self.raw.set_promotable(True)
+        log.warning("repaired from the leader's snapshot at index %s", meta.index)
+
     def _hint(self) -> str:
         leader = self.raw.raft.leader_id
         if leader in self.config.members:
@@ -269,6 +399,7 @@ class Node:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
+            self._repair_if_ready()
             self._propose_queued()
             while self.raw.has_ready():
                 await self._handle_ready(self.raw.ready())
@@ -303,6 +434,8 @@ class Node:
             transport.send(message)
         self._apply(ready.committed_entries)
         self.raw.advance(ready)
+        if self.container.new_checkpoints:
+            self._publish_checkpoints()
         if self.service.supports_snapshots():
             self.snapshots.maybe_take()
 
@@ -376,6 +509,9 @@ class Node:
             "snapshots_sent": self.snapshots.stats.sent,
             "snapshots_received": self.snapshots.stats.received,
             "snapshot_fork_ms_max": round(self.snapshots.stats.max_fork_ms, 2),
+            "diverged": self.diverged.describe() if self.diverged else None,
+            "replica_check": self.last_verdict.describe() if self.last_verdict else None,
+            "repairs": self.repairs,
         }
 
 

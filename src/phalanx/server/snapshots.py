@@ -70,6 +70,7 @@ class SnapshotManager:
         self._sending: dict[NodeId, asyncio.Task[None]] = {}
         self._resume_waiters: dict[NodeId, asyncio.Future[int]] = {}
         self._receiving: tuple[SnapshotMeta, SnapshotWriter, int, NodeId] | None = None
+        self._receiving_repair = False
         #: Compact the WAL up to here at the next safe point of the ready loop.
         self.compact_to = Index(0)
         #: The newest stored snapshot, so that it is found without rescanning files.
@@ -144,27 +145,36 @@ class SnapshotManager:
 
     # -- sending (leader) ----------------------------------------------------------------------
 
-    def send(self, message: InstallSnapshot) -> None:
+    def send(self, message: InstallSnapshot, *, repair: bool = False) -> None:
         peer = message.to
         task = self._sending.get(peer)
         if task is not None and not task.done():
             return
-        self._sending[peer] = asyncio.get_running_loop().create_task(self._send(message))
+        self._sending[peer] = asyncio.get_running_loop().create_task(self._send(message, repair))
 
-    async def _send(self, message: InstallSnapshot) -> None:
+    async def send_repair(self, peer: NodeId) -> None:
+        """Streams a fresh snapshot to a follower whose service diverged."""
+        await self.start_taking()
+        raft = self.node.raw.raft
+        if self.latest is None:
+            log.warning("cannot repair node %s: this node holds no snapshot", peer)
+            return
+        self.send(InstallSnapshot(raft.term, raft.id, peer, self.latest[0]), repair=True)
+
+    async def _send(self, message: InstallSnapshot, repair: bool) -> None:
         peer = message.to
         succeeded = False
         try:
-            succeeded = await self._stream(message)
+            succeeded = await self._stream(message, repair)
         except (ConnectionError, TimeoutError, OSError) as error:
             log.warning("sending snapshot to node %s failed: %s", peer, error)
         finally:
             self._resume_waiters.pop(peer, None)
-            if not succeeded:
+            if not succeeded and not repair:
                 self.node.raw.report_snapshot(peer, succeeded=False)
                 self.node.wake()
 
-    async def _stream(self, message: InstallSnapshot) -> bool:
+    async def _stream(self, message: InstallSnapshot, repair: bool) -> bool:
         latest = self.latest
         if latest is None or latest[0] != message.snapshot:
             log.warning("asked to send snapshot %s, which is not the newest stored", message)
@@ -176,7 +186,7 @@ class SnapshotManager:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._resume_waiters[peer] = future
         await transport.send_bulk(
-            SnapshotOffer(term, me, peer, meta, length), TRANSFER_STEP_TIMEOUT_S
+            SnapshotOffer(term, me, peer, meta, length, repair), TRANSFER_STEP_TIMEOUT_S
         )
         offset = await asyncio.wait_for(future, TRANSFER_STEP_TIMEOUT_S)
         chunk_bytes = self.node.config.snapshot_chunk_bytes
@@ -207,12 +217,18 @@ class SnapshotManager:
         if self._receiving is None:
             writer = self.store.resume(message.snapshot)
             self._receiving = (message.snapshot, writer, message.length, message.from_id)
+        self._receiving_repair = message.repair
         meta, writer, _, _ = self._receiving
         self.node.require_transport().send(
             SnapshotResume(message.term, message.to, message.from_id, meta, writer.offset)
         )
 
-    def on_chunk(self, message: SnapshotChunk, deliver: Callable[[InstallSnapshot], None]) -> None:
+    def on_chunk(
+        self,
+        message: SnapshotChunk,
+        deliver: Callable[[InstallSnapshot], None],
+        repair: Callable[[SnapshotMeta], None],
+    ) -> None:
         receiving = self._receiving
         if receiving is None or receiving[0] != message.snapshot:
             return
@@ -225,7 +241,10 @@ class SnapshotManager:
         self._receiving = None
         self.latest = (meta, writer.finish())
         self.stats.received += 1
-        deliver(InstallSnapshot(message.term, leader, message.to, meta))
+        if self._receiving_repair:
+            repair(meta)
+        else:
+            deliver(InstallSnapshot(message.term, leader, message.to, meta))
 
     def _abort_receiving(self, unless: SnapshotMeta) -> None:
         if self._receiving is not None and self._receiving[0] != unless:

@@ -39,6 +39,12 @@ class Service(abc.ABC):
 
         Two replicas that applied the same commands must return equal values."""
 
+    def state_hash(self) -> bytes | None:
+        """Optionally, a cheap fingerprint of the whole state (for example one kept up
+        to date incrementally). Replicas compare state digests at checkpoints; without
+        this, the digest encodes `state()` in full each time."""
+        return None
+
     def snapshot(self) -> Any:
         """The state to store in a snapshot, as plain data (by default `state()`).
 

@@ -39,6 +39,7 @@ from phalanx.transport.wire import (
     KeepAliveRequest,
     OpenSessionRequest,
     Refused,
+    RepairRequest,
     SnapshotReply,
     SnapshotRequest,
     StatusReply,
@@ -62,7 +63,12 @@ HANDSHAKE_TIMEOUT_S = 5.0
 MAX_INBOUND_CONNECTIONS = 4096
 
 ClientRequestMessage = (
-    OpenSessionRequest | CommandRequest | KeepAliveRequest | StatusRequest | SnapshotRequest
+    OpenSessionRequest
+    | CommandRequest
+    | KeepAliveRequest
+    | StatusRequest
+    | SnapshotRequest
+    | RepairRequest
 )
 ClientResponseMessage = ClientReply | StatusReply | SnapshotReply
 

@@ -93,6 +93,8 @@ class SnapshotOffer(Message, frozen=True, tag=True, array_like=True, gc=False):
 
     snapshot: SnapshotMeta
     length: int
+    #: A repair: install it over a diverged service even though the log has it all.
+    repair: bool = False
 
 
 class SnapshotResume(Message, frozen=True, tag=True, array_like=True, gc=False):
@@ -106,6 +108,24 @@ class SnapshotChunk(Message, frozen=True, tag=True, array_like=True, gc=False):
     snapshot: SnapshotMeta
     offset: int
     data: bytes
+
+
+class CheckpointReport(Message, frozen=True, tag=True, array_like=True, gc=False):
+    """A node's digests after applying `index` entries, sent to every peer."""
+
+    index: int
+    log_digest: bytes
+    state_digest: bytes
+
+
+class RepairWanted(Message, frozen=True, tag=True, array_like=True, gc=False):
+    """A follower whose service diverged asks the leader for a fresh snapshot."""
+
+
+class RepairRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Client to node: rebuild your service state from the leader's snapshot."""
+
+    request_id: int
 
 
 class SnapshotRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
@@ -164,6 +184,9 @@ WireMessage = (
     | SnapshotChunk
     | SnapshotRequest
     | SnapshotReply
+    | CheckpointReport
+    | RepairWanted
+    | RepairRequest
     | OpenSessionRequest
     | CommandRequest
     | KeepAliveRequest

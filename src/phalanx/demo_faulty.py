@@ -1,0 +1,167 @@
+"""`phalanx demo faulty`: the first lesson in a real cluster.
+
+Nodes 1 and 2 run `Bank`; node 3 runs `FaultyBank`, which now and then answers a
+transfer without applying it. Every node compares state digests with the others at
+checkpoints. The demo shows the majority naming node 3, node 3 refusing clients and
+staying a follower, `repair` rebuilding node 3 from the leader's snapshot, and then
+checks that clients only ever saw correct replies: the final balances equal the
+opening balances plus exactly the acknowledged transfers, on every node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from phalanx.client import AsyncClient
+from phalanx.demo import (
+    ACCOUNTS,
+    OPENING_BALANCE,
+    SERVICE,
+    LocalCluster,
+    Stats,
+    _setup,
+    _statuses,
+    _worker,
+)
+
+FAULTY_SERVICE = "phalanx.examples.faulty:FaultyBank"
+CHECKPOINT_EVERY = 200
+FAULTY_NODE = 3
+#: Rounds of (run clients, wait for detection) before the demo gives up.
+DETECTION_ROUNDS_MAX = 60
+REPAIR_ROUNDS_MAX = 5
+
+
+def _table(statuses: list[dict[str, Any] | None], phase: str, stats: Stats) -> Table:
+    table = Table(title=f"phalanx demo faulty: {phase}")
+    for column in ("node", "service", "role", "applied", "state digest", "replica check"):
+        table.add_column(column)
+    for index, status in enumerate(statuses):
+        service = "FaultyBank" if index + 1 == FAULTY_NODE else "Bank"
+        if status is None:
+            table.add_row(str(index + 1), service, "down", "-", "-", "-")
+            continue
+        check = status["diverged"] or status["replica_check"] or "-"
+        style = "red" if status["diverged"] else ""
+        table.add_row(
+            str(status["id"]),
+            service,
+            status["role"],
+            str(status["applied_index"]),
+            status["state_digest"][:12],
+            f"[{style}]{check}[/{style}]" if style else check,
+        )
+    table.caption = f"acknowledged transfers {stats.acknowledged}, rejected {stats.rejected}"
+    return table
+
+
+async def _run_clients(cluster: LocalCluster, stats: Stats, seconds: float, seed: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + seconds
+    rng = random.Random(seed)
+    async with AsyncClient(cluster.addresses[: FAULTY_NODE - 1], timeout=30) as client:
+        workers = [_worker(client, random.Random(rng.random()), stats, stop) for _ in range(16)]
+        await asyncio.gather(*workers)
+
+
+async def _detect(cluster: LocalCluster, stats: Stats, console: Console) -> bool:
+    for round_number in range(DETECTION_ROUNDS_MAX):
+        await _run_clients(cluster, stats, 0.5, round_number)
+        statuses = await _statuses(cluster)
+        faulty = statuses[FAULTY_NODE - 1]
+        if faulty is not None and faulty["diverged"]:
+            console.print(_table(statuses, "divergence detected", stats))
+            healthy = [s for s in statuses[: FAULTY_NODE - 1] if s is not None]
+            named = all(f"node(s) {FAULTY_NODE}" in (s["replica_check"] or "") for s in healthy)
+            return named and faulty["role"] != "leader"
+    return False
+
+
+async def _refuses_clients(cluster: LocalCluster) -> bool:
+    client = AsyncClient([cluster.addresses[FAULTY_NODE - 1]], timeout=1.0, attempt_timeout=0.5)
+    try:
+        await client.call({"op": "balances"})
+    except Exception:  # any refusal counts: it must not answer
+        return True
+    finally:
+        await client.close()
+    return False
+
+
+async def _repair(cluster: LocalCluster, console: Console) -> dict[str, Any] | None:
+    for _ in range(REPAIR_ROUNDS_MAX):
+        async with AsyncClient([cluster.addresses[FAULTY_NODE - 1]]) as client:
+            _, _, note = await client.repair()
+        console.print(f"repair: {note}")
+        for _ in range(50):
+            await asyncio.sleep(0.2)
+            statuses = await _statuses(cluster)
+            if any(s is None for s in statuses):
+                continue
+            digests = {s["state_digest"] for s in statuses if s is not None}
+            applied = {s["applied_index"] for s in statuses if s is not None}
+            faulty = statuses[FAULTY_NODE - 1]
+            assert faulty is not None
+            if faulty["repairs"] and len(digests) == 1 and len(applied) == 1:
+                console.print(_table(statuses, "repaired", Stats()))
+                return faulty
+    return None
+
+
+async def _scenario(cluster: LocalCluster, console: Console) -> bool:
+    for index in range(FAULTY_NODE - 1):
+        cluster.start(index)
+    await _setup(cluster)  # nodes 1 and 2 elect a leader between them
+    cluster.start(FAULTY_NODE - 1)
+    stats = Stats()
+    detected = await _detect(cluster, stats, console)
+    refuses = detected and await _refuses_clients(cluster)
+    repaired = await _repair(cluster, console) if detected else None
+    async with AsyncClient(cluster.addresses[: FAULTY_NODE - 1], timeout=30) as client:
+        balances = (await client.call({"op": "balances"}))["balances"]
+    expected = {a: OPENING_BALANCE + stats.deltas[a] for a in ACCOUNTS}
+    checks = [
+        ("the majority named node 3, which is not leading", detected),
+        ("node 3 refuses clients while diverged", refuses),
+        ("repair gave node 3 the majority's state digest", repaired is not None),
+        (
+            "clients saw only correct replies (balances = opening + acknowledged transfers)",
+            balances == expected and stats.unknown == 0,
+        ),
+    ]
+    for name, ok in checks:
+        console.print(("[green]PASS[/green] " if ok else "[red]FAIL[/red] ") + name)
+    return all(ok for _, ok in checks)
+
+
+def run_faulty(args: argparse.Namespace) -> int:
+    console = Console()
+    root = Path(tempfile.mkdtemp(prefix="phalanx-demo-faulty-"))
+    cluster = LocalCluster(
+        root,
+        services=[SERVICE, SERVICE, FAULTY_SERVICE],
+        settings={"checkpoint_every_entries": CHECKPOINT_EVERY, "snapshot_every_entries": 0},
+    )
+    console.print(
+        f"nodes 1-2 run Bank, node 3 runs FaultyBank (skips a transfer now and then); "
+        f"digests compared every {CHECKPOINT_EVERY} entries; data in {root}"
+    )
+    try:
+        ok = asyncio.run(_scenario(cluster, console))
+    finally:
+        cluster.stop_all()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    console.print(
+        "[bold green]demo passed[/bold green]" if ok else "[bold red]demo FAILED[/bold red]"
+    )
+    return 0 if ok else 1
