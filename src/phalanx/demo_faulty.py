@@ -99,9 +99,10 @@ async def _refuses_clients(cluster: LocalCluster) -> bool:
 
 async def _repair(cluster: LocalCluster, console: Console) -> dict[str, Any] | None:
     for _ in range(REPAIR_ROUNDS_MAX):
+        # What `phalanx repair --members ... --node 3` does.
         async with AsyncClient([cluster.addresses[FAULTY_NODE - 1]]) as client:
             _, _, note = await client.repair()
-        console.print(f"repair: {note}")
+        console.print(f"phalanx repair --node {FAULTY_NODE}: {note}")
         for _ in range(50):
             await asyncio.sleep(0.2)
             statuses = await _statuses(cluster)

@@ -54,6 +54,14 @@ def register(subparsers: Any) -> None:
     snapshot.add_argument("--cluster-id", default="phalanx")
     snapshot.set_defaults(func=run_snapshot)
 
+    repair = subparsers.add_parser(
+        "repair", help="rebuild one member's service state from the leader's snapshot"
+    )
+    repair.add_argument("--members", required=True)
+    repair.add_argument("--node", type=int, required=True, help="position (1-based) in --members")
+    repair.add_argument("--cluster-id", default="phalanx")
+    repair.set_defaults(func=run_repair)
+
     call = subparsers.add_parser("call", help="send one command (JSON) and print the reply")
     call.add_argument("--members", required=True)
     call.add_argument("--cluster-id", default="phalanx")
@@ -224,6 +232,33 @@ def run_snapshot(args: argparse.Namespace) -> int:
     lines = asyncio.run(all_members())
     print("\n".join(lines))
     return 1 if any(": failed:" in line for line in lines) else 0
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    try:
+        addresses = client_addresses(args.members)
+    except ConfigError as error:
+        print(f"phalanx repair: {error}", file=sys.stderr)
+        return 2
+    if not 1 <= args.node <= len(addresses):
+        print(f"phalanx repair: --node must be 1 to {len(addresses)}", file=sys.stderr)
+        return 2
+    host, port = addresses[args.node - 1]
+
+    async def ask() -> str:
+        client = AsyncClient([f"{host}:{port}"], cluster_id=args.cluster_id)
+        try:
+            return (await client.repair())[2]
+        finally:
+            await client.close()
+
+    try:
+        note = asyncio.run(ask())
+    except (PhalanxError, OSError, TimeoutError) as error:
+        print(f"phalanx repair: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"{host}:{port}: {note}")
+    return 0
 
 
 def run_call(args: argparse.Namespace) -> int:
