@@ -25,6 +25,7 @@ import contextlib
 import enum
 import logging
 import random
+import typing
 from collections.abc import Callable
 
 from phalanx.core.messages import Message
@@ -110,8 +111,9 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = typing.cast(asyncio.Transport, transport)
+        transport = self.transport
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
         transport.set_write_buffer_limits(high=PEER_WRITE_BUFFER_HIGH_BYTES)
