@@ -153,7 +153,7 @@ class AsyncClient:
         request_id = next(self._request_ids)
         future = self._register(request_id, connection)
         connection.send(make(request_id))
-        reply = await asyncio.wait_for(future, timeout)
+        reply = await self._await_admin(future, timeout)
         assert isinstance(reply, SnapshotReply)
         return reply.index, reply.term, reply.message
 
@@ -166,9 +166,21 @@ class AsyncClient:
         request_id = next(self._request_ids)
         future = self._register(request_id, connection)
         connection.send(StatusRequest(request_id))
-        reply = await asyncio.wait_for(future, self.attempt_timeout)
+        reply = await self._await_admin(future, self.attempt_timeout)
         assert isinstance(reply, StatusReply)
         return reply.status
+
+    async def _await_admin(
+        self, future: asyncio.Future[ClientReply | StatusReply | SnapshotReply], timeout: float
+    ) -> ClientReply | StatusReply | SnapshotReply:
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except _ConnectionLost:
+            raise ClusterUnavailableError(
+                "the node closed the connection before answering"
+            ) from None
+        except TimeoutError:
+            raise ClusterUnavailableError(f"no answer within {timeout} s") from None
 
     # -- sessions and retries -------------------------------------------------------------
 

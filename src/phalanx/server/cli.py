@@ -107,21 +107,13 @@ async def _serve(node: Any) -> None:
 
 
 def node_command(config: NodeConfig, config_file: Path | None = None) -> list[str]:
-    """The argv of a node process; with `config_file`, every setting goes through a
-    TOML file written there (the command line names only the common ones)."""
-    if config_file is not None:
-        config_file.write_text(config_to_toml(config))
-        return [sys.executable, "-m", "phalanx", "node", "--config", str(config_file)]
-    members = ",".join(f"{n}={h}:{p}" for n, (h, p) in sorted(config.members.items()))
-    return [
-        sys.executable, "-m", "phalanx", "node",
-        "--id", str(config.node_id),
-        "--members", members,
-        "--data", str(config.data_dir),
-        "--service", config.service,
-        "--cluster-id", config.cluster_id,
-        "--tick-ms", str(config.tick_ms),
-    ]  # fmt: skip
+    """The argv of a node process running exactly `config`: every setting goes through
+    a TOML file (by default `node-<id>.toml` beside the node's data directory)."""
+    if config_file is None:
+        config_file = config.data_dir.parent / f"node-{config.node_id}.toml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(config_to_toml(config))
+    return [sys.executable, "-m", "phalanx", "node", "--config", str(config_file)]
 
 
 def run_cluster(args: argparse.Namespace) -> int:
