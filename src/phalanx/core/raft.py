@@ -93,8 +93,9 @@ class RaftConfig:
     max_message_bytes: int = 1024 * 1024
     #: Proposals are refused while the leader holds this many uncommitted bytes.
     max_uncommitted_bytes: int = 64 * 1024 * 1024
-    #: Committed entry bytes handed to the service per Ready.
-    max_apply_bytes: int = 16 * 1024 * 1024
+    #: Committed entry bytes handed to the service per Ready: bounds how long one
+    #: Ready keeps the caller busy (a restart replaying a long log stays responsive).
+    max_apply_bytes: int = 1024 * 1024
     #: Heartbeat rounds with appends outstanding and no ack before the leader assumes
     #: they were lost and resends from the follower's last known match.
     replication_stall_heartbeats: int = 3

@@ -404,6 +404,9 @@ class Node:
             while self.raw.has_ready():
                 await self._handle_ready(self.raw.ready())
                 self._propose_queued()
+                # Let heartbeats, peers and clients in between Readies, even when none
+                # needed a sync (replaying a long log after a restart, say).
+                await asyncio.sleep(0)
 
     async def _handle_ready(self, ready: Ready) -> None:
         transport = self.transport

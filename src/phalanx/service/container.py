@@ -251,8 +251,7 @@ class ServiceContainer:
         session = self.sessions[command.session_id]
         if command.first_incomplete > session.first_incomplete:
             session.first_incomplete = command.first_incomplete
-            for seq in [s for s in session.replies if s < command.first_incomplete]:
-                del session.replies[seq]
+            _forget_acknowledged(session.replies, command.first_incomplete)
         cached = session.replies.get(command.seq)
         if cached is not None:
             self.duplicates_suppressed += 1
@@ -293,3 +292,17 @@ class ServiceContainer:
             return _reply_encoder.encode(
                 {"ok": False, "error": "unencodable_reply", "message": str(error)}
             )
+
+
+def _forget_acknowledged(replies: dict[int, bytes], first_incomplete: int) -> None:
+    """Drops cached replies below `first_incomplete` from the front of the dict.
+
+    Replies are cached in the order commands apply, which is nearly ascending, so this
+    usually touches only what it removes (scanning the whole cache on every command
+    was 8% of a leader's time under load). A reply cached out of order stays until it
+    reaches the front; the per-session bound still holds."""
+    while replies:
+        seq = next(iter(replies))
+        if seq >= first_incomplete:
+            return
+        del replies[seq]

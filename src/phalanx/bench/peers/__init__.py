@@ -1,0 +1,1 @@
+"""The peers phalanx is measured against in `phalanx bench peers`: PySyncObj and etcd."""

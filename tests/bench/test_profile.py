@@ -1,0 +1,35 @@
+"""Attributing py-spy's raw stacks to layers (`phalanx bench profile`)."""
+
+from __future__ import annotations
+
+from phalanx.bench.profile import layer_of, summarise
+
+LOOP = "run (asyncio/runners.py:190);BaseEventLoop._run_once (asyncio/base_events.py:1922)"
+SEND = "_SelectorSocketTransport.write (asyncio/selector_events.py:1057)"
+WORKER = "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:81)"
+RAW = f"""\
+{LOOP};EpollSelector.select (selectors.py:468) 60
+{LOOP};Node._apply (node.py:288);ServiceContainer.apply (phalanx/service/container.py:114) 25
+{LOOP};Connection._flush (phalanx/transport/tcp.py:137);{SEND} 10
+{LOOP};Node._handle_ready (node.py:240);RawNode.ready (phalanx/core/rawnode.py:90) 5
+{WORKER};WalStorage.sync (phalanx/storage/wal.py:300);fdatasync (os) 30
+{WORKER};_worker (concurrent/futures/thread.py:81) 70
+"""
+
+
+def test_loop_samples_are_shared_out_by_layer() -> None:
+    summary = summarise(RAW)
+    assert summary["loop_samples"] == 100
+    assert summary["layers"] == {
+        "idle (epoll wait)": 60.0,
+        "container + service apply": 25.0,
+        "socket syscalls (asyncio transports)": 10.0,
+        "raft core": 5.0,
+    }
+    assert summary["fdatasync_percent"] == 30.0
+    assert next(iter(summary["frames"])) == "EpollSelector.select (selectors.py:468)"
+
+
+def test_unknown_frames_and_junk_lines() -> None:
+    assert layer_of("something (elsewhere.py:1)") == "other"
+    assert summarise("no count here\n\n")["loop_samples"] == 0
