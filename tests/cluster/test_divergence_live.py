@@ -3,12 +3,18 @@ false alarm from correct services across restarts and snapshots."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from phalanx.cli import main
+from phalanx.client import AsyncClient
+from phalanx.demo import LocalCluster, Stats, _setup, _statuses, _worker
 
 from .harness import LiveCluster
 from .test_snapshots_live import write
@@ -61,3 +67,35 @@ def test_no_false_alarm_across_restarts_and_snapshots(
         assert status["diverged"] is None
         check = status["replica_check"]
         assert check is None or "agree" in check, check
+
+
+def test_two_replicas_that_diverge_cannot_tell_which(tmp_path: Path) -> None:
+    async def scenario(cluster: LocalCluster) -> list[dict[str, Any]]:
+        cluster.start(0)
+        cluster.start(1)
+        await _setup(cluster)
+        stats = Stats()
+        async with AsyncClient(cluster.addresses, timeout=30) as client:
+            loop = asyncio.get_running_loop()
+            for _ in range(60):
+                stop = loop.time() + 0.5
+                rng = random.Random(len(stats.completions))
+                await asyncio.gather(*(_worker(client, rng, stats, stop) for _ in range(8)))
+                statuses = await _statuses(cluster)
+                checks = [s["replica_check"] or "" for s in statuses if s is not None]
+                if len(checks) == 2 and all("cannot tell which" in c for c in checks):
+                    return [s for s in statuses if s is not None]
+        raise AssertionError(f"no undecidable verdict: {await _statuses(cluster)}")
+
+    cluster = LocalCluster(
+        tmp_path,
+        nodes=2,
+        services=["phalanx.examples.bank:Bank", "phalanx.examples.faulty:FaultyBank"],
+        settings={"checkpoint_every_entries": 100},
+    )
+    try:
+        statuses = asyncio.run(scenario(cluster))
+    finally:
+        cluster.stop_all()
+    # Nobody can be blamed, so nobody is isolated: both still report no self-divergence.
+    assert all(status["diverged"] is None for status in statuses)
