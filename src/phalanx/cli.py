@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "phalanx.examples.cli",
     "phalanx.server.cli",
     "phalanx.demo",
+    "phalanx.chaos.cli",
 )
 
 
