@@ -79,10 +79,25 @@ async def _detect(cluster: LocalCluster, stats: Stats, console: Console) -> bool
         statuses = await _statuses(cluster)
         faulty = statuses[FAULTY_NODE - 1]
         if faulty is not None and faulty["diverged"]:
+            return await _named_and_isolated(cluster, stats, console)
+    return False
+
+
+async def _named_and_isolated(cluster: LocalCluster, stats: Stats, console: Console) -> bool:
+    """Node 3 found itself out; wait (bounded) until the healthy nodes' own checks name
+    it too and it no longer leads (a hand-over may still be under way)."""
+    for _ in range(50):
+        statuses = await _statuses(cluster)
+        faulty = statuses[FAULTY_NODE - 1]
+        healthy = [s for s in statuses[: FAULTY_NODE - 1] if s is not None]
+        named = len(healthy) == FAULTY_NODE - 1 and all(
+            f"node(s) {FAULTY_NODE}" in (s["replica_check"] or "") for s in healthy
+        )
+        if faulty is not None and named and faulty["role"] != "leader":
             console.print(_table(statuses, "divergence detected", stats))
-            healthy = [s for s in statuses[: FAULTY_NODE - 1] if s is not None]
-            named = all(f"node(s) {FAULTY_NODE}" in (s["replica_check"] or "") for s in healthy)
-            return named and faulty["role"] != "leader"
+            return True
+        await asyncio.sleep(0.2)
+    console.print(_table(await _statuses(cluster), "divergence not confirmed", stats))
     return False
 
 

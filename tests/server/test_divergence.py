@@ -43,10 +43,11 @@ def test_two_replicas_that_disagree_cannot_tell_which() -> None:
     assert "cannot tell which" in verdict.describe()
 
 
-def test_agreement_is_reported_and_repeated_reports_do_not_repeat_verdicts() -> None:
+def test_agreement_is_reported_once_everyone_reported_and_only_once() -> None:
     node = monitor(2, 3)
     node.record(NodeId(1), Index(9), LOG, GOOD)
-    verdict = node.record(NodeId(2), Index(9), LOG, GOOD)
+    assert node.record(NodeId(2), Index(9), LOG, GOOD) is None  # node 3 may still differ
+    verdict = node.record(NodeId(3), Index(9), LOG, GOOD)
     assert verdict is not None and verdict.kind is VerdictKind.AGREE
     assert node.record(NodeId(3), Index(9), LOG, GOOD) is None  # nothing new
 

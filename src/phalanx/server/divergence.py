@@ -94,6 +94,6 @@ class DivergenceMonitor:
             return Verdict(VerdictKind.SELF_DIVERGED, index, faulty, value.hex())
         if faulty:
             return Verdict(VerdictKind.OTHERS_DIVERGED, index, faulty, value.hex())
-        if self.node_id not in reports:
-            return None
+        if len(reports) < len(self.members):
+            return None  # agreement is only known once everyone has reported
         return Verdict(VerdictKind.AGREE, index, (), value.hex())
