@@ -22,7 +22,6 @@ import asyncio
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,8 +35,10 @@ from rich.live import Live
 from rich.table import Table
 
 from phalanx.client import AsyncClient, ClientError
+from phalanx.client.admin import gather_statuses
 from phalanx.server.cli import node_command
 from phalanx.server.config import build_config
+from phalanx.transport.addresses import free_ports
 
 ACCOUNTS = [f"acct-{i}" for i in range(8)]
 OPENING_BALANCE = 1_000_000
@@ -73,16 +74,6 @@ class Stats:
     completions: list[float] = field(default_factory=list)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class LocalCluster:
     """Node processes on free ports of 127.0.0.1; `services` may give each node its own
     service, and `settings` adds node settings (all passed through a TOML file)."""
@@ -94,7 +85,7 @@ class LocalCluster:
         services: list[str] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
-        ports = _free_ports(nodes)
+        ports = free_ports(nodes)
         self.root = root
         self.addresses = [f"127.0.0.1:{port}" for port in ports]
         self.members = ",".join(f"{i + 1}={a}" for i, a in enumerate(self.addresses))
@@ -144,16 +135,7 @@ class LocalCluster:
 
 
 async def _statuses(cluster: LocalCluster) -> list[dict[str, Any] | None]:
-    async def one(address: str) -> dict[str, Any] | None:
-        client = AsyncClient([address], attempt_timeout=0.5)
-        try:
-            return await client.status()
-        except (ClientError, OSError, TimeoutError):
-            return None
-        finally:
-            await client.close()
-
-    return list(await asyncio.gather(*(one(a) for a in cluster.addresses)))
+    return await gather_statuses(cluster.addresses, attempt_timeout=0.5)
 
 
 async def _worker(client: AsyncClient, rng: random.Random, stats: Stats, stop: float) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from phalanx.client import AsyncClient, Client, ClientError
 from phalanx.server.cli import node_command
 from phalanx.server.config import NodeConfig, build_config
+from phalanx.transport.addresses import free_ports
 from phalanx.transport.wire import FRAME_HEADER, WireMessage, decode_message, encode_frame
 
 KV_SERVICE = "phalanx.examples.kv:KeyValue"
@@ -68,18 +69,6 @@ def free_consecutive_ports(count: int) -> int:
             for s in sockets:
                 s.close()
     raise AssertionError(f"found no {count} consecutive free ports")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel picked as free (held open together so they are distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def gather_statuses(addresses: Sequence[str], cluster_id: str) -> list[Status | None]:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from typing import Any
 from phalanx.client import AsyncClient, ClientError
 from phalanx.server.cli import node_command
 from phalanx.server.config import build_config
+from phalanx.transport.addresses import free_ports
 
 KV_SERVICE = "phalanx.examples.kv:KeyValue"
 HOST = "127.0.0.1"
@@ -29,17 +29,6 @@ LEADER_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 
 Status = dict[str, Any]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class BenchCluster:

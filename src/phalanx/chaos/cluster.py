@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,23 +30,12 @@ from typing import Any
 from phalanx.chaos.proxy import HOST, Link, ProxyMesh
 from phalanx.client import AsyncClient
 from phalanx.server.config import build_config
+from phalanx.transport.addresses import free_ports
 
 STOP_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 0.5
 
 Status = dict[str, Any]
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (held open together so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _toml_value(value: object) -> str:

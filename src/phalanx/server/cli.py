@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from phalanx.client import AsyncClient, Client, ClientError
+from phalanx.client.admin import gather_statuses
 from phalanx.core.errors import ConfigError, PhalanxError
 from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
 from phalanx.storage.errors import StorageError
@@ -172,7 +173,9 @@ def run_status(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"phalanx status: {error}", file=sys.stderr)
         return 2
-    rows = asyncio.run(_gather_status(addresses, args.cluster_id))
+    rows = asyncio.run(
+        gather_statuses([f"{h}:{p}" for h, p in addresses], cluster_id=args.cluster_id)
+    )
     table = Table(title="phalanx cluster status")
     columns = ["id", "role", "term", "last_index", "commit_index", "applied_index", "leader"]
     for column in ["address", *columns, "reachable"]:
@@ -184,21 +187,6 @@ def run_status(args: argparse.Namespace) -> int:
             table.add_row(f"{host}:{port}", *(str(status[c]) for c in columns), "yes")
     Console().print(table)
     return 0 if any(rows) else 1
-
-
-async def _gather_status(
-    addresses: list[tuple[str, int]], cluster_id: str
-) -> list[dict[str, object] | None]:
-    async def one(host: str, port: int) -> dict[str, object] | None:
-        client = AsyncClient([f"{host}:{port}"], cluster_id=cluster_id, attempt_timeout=1.0)
-        try:
-            return await client.status()
-        except (PhalanxError, OSError, TimeoutError):
-            return None
-        finally:
-            await client.close()
-
-    return list(await asyncio.gather(*(one(h, p) for h, p in addresses)))
 
 
 def run_snapshot(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 from phalanx.core.errors import ConfigError
@@ -24,3 +25,16 @@ def client_addresses(members: Sequence[str] | str) -> list[tuple[str, int]]:
     if not addresses:
         raise ConfigError("members", "no member addresses given")
     return addresses
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the kernel reports free on `host` right now (the sockets
+    are held open together so they differ); for local clusters, tests and benchmarks."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

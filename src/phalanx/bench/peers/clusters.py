@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phalanx.bench.clusters import HOST, free_ports
+from phalanx.bench.clusters import HOST
 from phalanx.bench.loadgen import EtcdConnection
+from phalanx.transport.addresses import free_ports
 
 #: Bounds on waiting, not expectations.
 READY_TIMEOUT_S = 60.0
