@@ -4,8 +4,9 @@ Client load processes keep `--in-flight` puts in flight each, cycling over a bou
 of keys (so the service's own state stays small), while this process samples `VmRSS`
 from /proc/PID/status of every node every `--interval` seconds. The run ends after
 `--commands` committed entries (the leader's commit index) or `--seconds`, whichever
-comes first. There are no snapshots yet, so the in-memory log keeps every entry: RSS
-growth per million entries is the number to watch.
+comes first. The nodes run with their default snapshot settings, so the in-memory log
+is compacted behind each snapshot: RSS should level off, and growth per million entries
+is the number to watch.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_memory(args: argparse.Namespace) -> int:
         for n in range(len(cluster.processes))
     }  # fmt: skip
     plot = None if args.no_plot else series_plot(
-        args.out / "memory.png", series, "phalanx node RSS (no snapshots yet)",
+        args.out / "memory.png", series, "phalanx node RSS (default snapshot settings)",
         "committed entries (millions)", "RSS (MiB)",
     )  # fmt: skip
     print(memory_table(results))

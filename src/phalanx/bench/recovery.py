@@ -1,8 +1,8 @@
 """`phalanx bench recovery`: restart nodes holding N log entries; time until they serve.
 
-There are no snapshots yet, so a restarted node rebuilds its state by reading every
-entry of its write-ahead log and, once it learns the commit index, applying every one of
-them to a fresh service. The benchmark fills a 3-node cluster with N entries (100-byte
+The nodes run with their default snapshot settings, so a restarted node loads its
+newest snapshot and replays the write-ahead log after it (the report says which
+snapshot it found); without a snapshot it would apply every entry to a fresh service. The benchmark fills a 3-node cluster with N entries (100-byte
 puts from separate load processes), stops the nodes cleanly and measures two restarts:
 
 * the whole cluster: from starting the three processes until every node answers a
