@@ -2,8 +2,9 @@
 
 The nodes run with their default snapshot settings, so a restarted node loads its
 newest snapshot and replays the write-ahead log after it (the report says which
-snapshot it found); without a snapshot it would apply every entry to a fresh service. The benchmark fills a 3-node cluster with N entries (100-byte
-puts from separate load processes), stops the nodes cleanly and measures two restarts:
+snapshot it found); without a snapshot it would apply every entry to a fresh service.
+The benchmark fills a 3-node cluster with N entries (100-byte puts from separate load
+processes), stops the nodes cleanly and measures two restarts:
 
 * the whole cluster: from starting the three processes until every node answers a
   status request (its log is loaded and it listens), until a client's put is answered
