@@ -53,7 +53,7 @@ from phalanx.transport.wire import (
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 RETRY_DELAY_S = 0.01
-RETRY_DELAY_MAX_S = 0.2
+RETRY_DELAY_MAX_S = 0.05
 
 
 class _ConnectionLost(Exception):
