@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from phalanx.service import Service, error_reply
+from phalanx.examples.commands import Rejected, check_fields
+from phalanx.service import Service
 
 #: Most accounts the bank holds; opening one more is rejected with "full".
 ACCOUNTS_MAX = 10_000
@@ -51,14 +52,6 @@ _FIELDS: dict[str, frozenset[str]] = {
     "total": frozenset({"op"}),
 }
 _MUTATING_OPS = frozenset({"open", "deposit", "withdraw", "transfer"})
-
-
-class _Rejected(Exception):
-    """Carries an error reply from a check to `apply`, before anything has changed."""
-
-    def __init__(self, error: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.reply = error_reply(error, message) | details
 
 
 class Bank(Service):
@@ -94,9 +87,9 @@ class Bank(Service):
     def apply(self, command: Any) -> dict[str, Any]:
         """Applies one command (see the class docstring) and returns its reply."""
         try:
-            op = _check_fields(command)
+            op = check_fields(command, _FIELDS, '{"op": "total"}')
             reply = self._run(op, command)
-        except _Rejected as rejected:
+        except Rejected as rejected:
             return rejected.reply
         if op in _MUTATING_OPS:
             self._check_invariants()
@@ -145,9 +138,9 @@ class Bank(Service):
 
     def _open(self, name: str) -> dict[str, Any]:
         if name in self._balances:
-            raise _Rejected("account_exists", f"account {name!r} is already open")
+            raise Rejected("account_exists", f"account {name!r} is already open")
         if len(self._balances) >= ACCOUNTS_MAX:
-            raise _Rejected("full", f"the bank holds its maximum of {ACCOUNTS_MAX} accounts")
+            raise Rejected("full", f"the bank holds its maximum of {ACCOUNTS_MAX} accounts")
         self._balances[name] = 0
         return {"ok": True, "balance": 0}
 
@@ -156,7 +149,7 @@ class Bank(Service):
         name = command["account"]
         balance = self._balance_of(name, "account")
         if self._deposited + amount > DEPOSITED_MAX:
-            raise _Rejected(
+            raise Rejected(
                 "limit_exceeded",
                 f"the bank has taken {self._deposited} in deposits over its life; "
                 f"at most {DEPOSITED_MAX} fit",
@@ -180,7 +173,7 @@ class Bank(Service):
         source_balance = self._balance_of(source, "from")
         target_balance = self._balance_of(target, "to")
         if source == target:
-            raise _Rejected("same_account", f"cannot transfer from {source!r} to itself")
+            raise Rejected("same_account", f"cannot transfer from {source!r} to itself")
         _check_funds(source, source_balance, amount)
         # Every check is done: from here on both writes happen, which makes it atomic.
         self._balances[source] = source_balance - amount
@@ -195,7 +188,7 @@ class Bank(Service):
         """The balance of an open account, checking the name first."""
         name = _check_name(name, field)
         if name not in self._balances:
-            raise _Rejected("no_such_account", f"{field}: no account named {name!r}")
+            raise Rejected("no_such_account", f"{field}: no account named {name!r}")
         return self._balances[name]
 
     def _check_invariants(self) -> None:
@@ -216,41 +209,17 @@ class Bank(Service):
         )
 
 
-def _check_fields(command: Any) -> str:
-    """Returns the op of a command that has exactly the fields its op needs."""
-    if type(command) is not dict:
-        raise _Rejected(
-            "bad_command",
-            f'a command is a dict such as {{"op": "total"}}, got {type(command).__name__}',
-        )
-    if "op" not in command:
-        raise _Rejected("bad_command", 'a command needs an "op" field')
-    op = command["op"]
-    if type(op) is not str or op not in _FIELDS:
-        raise _Rejected("unknown_op", f"unknown op {op!r}; known: {', '.join(sorted(_FIELDS))}")
-    fields = _FIELDS[op]
-    missing = sorted(fields - command.keys())
-    if missing:
-        raise _Rejected("bad_argument", f"{op} needs field(s) {', '.join(missing)}")
-    # Sorted reprs, not a set: the message is part of the reply, and every replica must
-    # compute the same one (set order of strings differs between processes).
-    extra = sorted(repr(field) for field in command if field not in fields)
-    if extra:
-        raise _Rejected("bad_argument", f"{op} does not take field(s) {', '.join(extra)}")
-    return op
-
-
 def _check_name(name: Any, field: str) -> str:
     if type(name) is not str:
-        raise _Rejected("bad_argument", f"{field} must be a str, got {type(name).__name__}")
+        raise Rejected("bad_argument", f"{field} must be a str, got {type(name).__name__}")
     if not name:
-        raise _Rejected("bad_argument", f"{field} must not be empty")
+        raise Rejected("bad_argument", f"{field} must not be empty")
     try:
         name_bytes = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise _Rejected("bad_argument", f"{field} is not valid Unicode") from None
+        raise Rejected("bad_argument", f"{field} is not valid Unicode") from None
     if name_bytes > ACCOUNT_NAME_BYTES_MAX:
-        raise _Rejected(
+        raise Rejected(
             "too_large",
             f"{field} is {name_bytes} bytes of UTF-8; the maximum is {ACCOUNT_NAME_BYTES_MAX}",
         )
@@ -260,20 +229,20 @@ def _check_name(name: Any, field: str) -> str:
 def _check_amount(amount: Any) -> int:
     # `type(...) is int` rather than isinstance: it turns away bools as well as floats.
     if type(amount) is not int:
-        raise _Rejected(
+        raise Rejected(
             "bad_amount",
             f"amount must be an int number of minor units, got {type(amount).__name__}",
         )
     if amount <= 0:
-        raise _Rejected("bad_amount", f"amount must be positive, got {amount}")
+        raise Rejected("bad_amount", f"amount must be positive, got {amount}")
     if amount > AMOUNT_MAX:
-        raise _Rejected("bad_amount", f"amount must be at most {AMOUNT_MAX}, got {amount}")
+        raise Rejected("bad_amount", f"amount must be at most {AMOUNT_MAX}, got {amount}")
     return amount
 
 
 def _check_funds(name: str, balance: int, amount: int) -> None:
     if amount > balance:
-        raise _Rejected(
+        raise Rejected(
             "insufficient_funds",
             f"account {name!r} holds {balance}, less than {amount}",
             balance=balance,

@@ -28,7 +28,8 @@ from typing import Any
 
 import msgspec
 
-from phalanx.service import Service, error_reply
+from phalanx.examples.commands import Rejected, check_fields
+from phalanx.service import Service
 
 #: Longest key, in bytes of UTF-8.
 KEY_BYTES_MAX = 256
@@ -51,14 +52,6 @@ _FIELDS: dict[str, frozenset[str]] = {
 }
 
 _SCALAR_TYPES: frozenset[type] = frozenset({type(None), bool, int, str, bytes})
-
-
-class _Rejected(Exception):
-    """Carries an error reply from a check to `apply`, before anything has changed."""
-
-    def __init__(self, error: str, message: str) -> None:
-        super().__init__(message)
-        self.reply = error_reply(error, message)
 
 
 class KeyValue(Service):
@@ -91,7 +84,7 @@ class KeyValue(Service):
     def apply(self, command: Any) -> dict[str, Any]:
         """Applies one command (see the class docstring) and returns its reply."""
         try:
-            op = _check_fields(command)
+            op = check_fields(command, _FIELDS, '{"op": "get", ...}')
             match op:
                 case "put":
                     return self._put(command)
@@ -105,7 +98,7 @@ class KeyValue(Service):
                     return self._delete(command)
                 case _:
                     raise AssertionError(f"_FIELDS admits op {op!r} that apply cannot run")
-        except _Rejected as rejected:
+        except Rejected as rejected:
             return rejected.reply
 
     def is_read_only(self, command: Any) -> bool:
@@ -147,10 +140,10 @@ class KeyValue(Service):
         key = _check_key(command["key"])
         suffix = command["value"]
         if type(suffix) is not str:
-            raise _Rejected("bad_argument", f"append value must be a str, got {_kind(suffix)}")
+            raise Rejected("bad_argument", f"append value must be a str, got {_kind(suffix)}")
         current = self._store.get(key, "")
         if type(current) is not str:
-            raise _Rejected(
+            raise Rejected(
                 "not_a_string", f"cannot append to key {key!r}: it holds a {_kind(current)}"
             )
         new = current + suffix
@@ -167,7 +160,7 @@ class KeyValue(Service):
 
     def _check_room_for(self, key: str) -> None:
         if key not in self._store and len(self._store) >= KEYS_MAX:
-            raise _Rejected(
+            raise Rejected(
                 "full", f"the store holds its maximum of {KEYS_MAX} keys; delete some first"
             )
 
@@ -176,38 +169,15 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def _check_fields(command: Any) -> str:
-    """Returns the op of a command that has exactly the fields its op needs."""
-    if type(command) is not dict:
-        raise _Rejected(
-            "bad_command", f'a command is a dict such as {{"op": "get", ...}}, got {_kind(command)}'
-        )
-    if "op" not in command:
-        raise _Rejected("bad_command", 'a command needs an "op" field')
-    op = command["op"]
-    if type(op) is not str or op not in _FIELDS:
-        raise _Rejected("unknown_op", f"unknown op {op!r}; known: {', '.join(sorted(_FIELDS))}")
-    fields = _FIELDS[op]
-    missing = sorted(fields - command.keys())
-    if missing:
-        raise _Rejected("bad_argument", f"{op} needs field(s) {', '.join(missing)}")
-    # Sorted reprs, not a set: the message is part of the reply, and every replica must
-    # compute the same one (set order of strings differs between processes).
-    extra = sorted(repr(field) for field in command if field not in fields)
-    if extra:
-        raise _Rejected("bad_argument", f"{op} does not take field(s) {', '.join(extra)}")
-    return op
-
-
 def _check_key(key: Any) -> str:
     if type(key) is not str:
-        raise _Rejected("bad_argument", f"key must be a str, got {_kind(key)}")
+        raise Rejected("bad_argument", f"key must be a str, got {_kind(key)}")
     try:
         key_bytes = len(key.encode("utf-8"))
     except UnicodeEncodeError:
-        raise _Rejected("bad_argument", "key is not valid Unicode (lone surrogate)") from None
+        raise Rejected("bad_argument", "key is not valid Unicode (lone surrogate)") from None
     if key_bytes > KEY_BYTES_MAX:
-        raise _Rejected(
+        raise Rejected(
             "too_large", f"key is {key_bytes} bytes of UTF-8; the maximum is {KEY_BYTES_MAX}"
         )
     return key
@@ -219,23 +189,23 @@ def _check_plain(value: Any, field: str, depth: int) -> None:
         return
     if kind is float:
         if math.isnan(value):
-            raise _Rejected("bad_argument", f"{field} contains NaN, which cannot be compared")
+            raise Rejected("bad_argument", f"{field} contains NaN, which cannot be compared")
         return
     if kind is not list and kind is not dict:
-        raise _Rejected(
+        raise Rejected(
             "bad_argument",
             f"{field} must be plain data (None, bool, int, float, str, bytes, list, dict), "
             f"found {kind.__name__}",
         )
     if depth >= VALUE_DEPTH_MAX:
-        raise _Rejected("too_large", f"{field} is nested deeper than {VALUE_DEPTH_MAX} levels")
+        raise Rejected("too_large", f"{field} is nested deeper than {VALUE_DEPTH_MAX} levels")
     if kind is list:
         for item in value:
             _check_plain(item, field, depth + 1)
         return
     for item_key, item in value.items():
         if type(item_key) is not str:
-            raise _Rejected(
+            raise Rejected(
                 "bad_argument", f"{field} has a dict key of type {_kind(item_key)}; use str"
             )
         _check_plain(item, field, depth + 1)
@@ -247,11 +217,11 @@ def _encode_value(value: Any, field: str) -> bytes:
     try:
         encoded = msgspec.msgpack.encode(value)
     except OverflowError:
-        raise _Rejected("bad_argument", f"{field} has an int outside msgpack's range") from None
+        raise Rejected("bad_argument", f"{field} has an int outside msgpack's range") from None
     except UnicodeEncodeError:
-        raise _Rejected("bad_argument", f"{field} has a str that is not valid Unicode") from None
+        raise Rejected("bad_argument", f"{field} has a str that is not valid Unicode") from None
     if len(encoded) > VALUE_BYTES_MAX:
-        raise _Rejected(
+        raise Rejected(
             "too_large",
             f"{field} is {len(encoded)} bytes encoded; the maximum is {VALUE_BYTES_MAX}",
         )
