@@ -46,7 +46,7 @@ from phalanx.server.config import NodeConfig, load_service_class
 from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
 from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
-from phalanx.service.envelope import Command, KeepAlive, OpenSession, encode_envelope
+from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import WalStorage
 from phalanx.transport.tcp import ClientRequestMessage, Connection, NodeTransport
 from phalanx.transport.wire import (
@@ -114,7 +114,9 @@ class Node:
             snapshot=snapshot,
         )
         self.transport: NodeTransport | None = None
-        self._queue: list[tuple[bytes, Connection, int]] = []
+        #: Proposals for the next batch; a None connection is the node's own (a clock).
+        self._queue: list[tuple[bytes, Connection | None, int]] = []
+        self._clock_queued_for = -1
         self._waiters: dict[Index, _Waiter] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -162,6 +164,7 @@ class Node:
         )
         await self.transport.start()
         log.info("node %s serving on %s:%s", self.config.node_id, host, port)
+        self.container.local_callback(self.service.on_start)
         ticker = asyncio.get_running_loop().create_task(self._tick_loop())
         ready_loop = asyncio.get_running_loop().create_task(self._ready_loop())
         await stop.wait()
@@ -169,6 +172,7 @@ class Node:
         self._wake.set()
         ticker.cancel()
         await ready_loop  # finishes the sync in progress, if any
+        self.container.local_callback(self.service.on_terminate)
         self.snapshots.close()
         await self.transport.close()
         self.storage.close()
@@ -182,7 +186,20 @@ class Node:
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             self.raw.tick()
+            self._queue_clock_if_due()
             self._wake.set()
+
+    def _queue_clock_if_due(self) -> None:
+        """Timers fire only when an entry carries cluster time past their deadline; when
+        one is due and nothing else is being proposed, the leader appends a clock entry."""
+        if self.raw.raft.role is not Role.LEADER or self._queue:
+            return
+        deadline = self.container.next_timer_deadline()
+        now_ms = int(time.time() * 1000)
+        if deadline is None or deadline > now_ms or self._clock_queued_for == deadline:
+            return
+        self._clock_queued_for = deadline  # one clock per deadline, until it is applied
+        self._queue.append((encode_envelope(Clock(now_ms)), None, 0))
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -453,16 +470,23 @@ class Node:
                 ReplyStatus.NOT_LEADER if isinstance(error, NotLeaderError) else ReplyStatus.RETRY
             )
             for _, connection, request_id in queue:
-                connection.send(
-                    ClientReply(request_id, status, leader_hint=self._hint(), message=str(error))
-                )
+                if connection is not None:
+                    connection.send(
+                        ClientReply(
+                            request_id, status, leader_hint=self._hint(), message=str(error)
+                        )
+                    )
+            self._clock_queued_for = -1
             return
         term = self.raw.raft.term
         for offset, (_, connection, request_id) in enumerate(queue):
-            self._waiters[Index(first + offset)] = _Waiter(term, connection, request_id)
+            if connection is not None:
+                self._waiters[Index(first + offset)] = _Waiter(term, connection, request_id)
 
     def _on_soft_state(self, role: Role, leader: NodeId) -> None:
         log.info("node %s is now %s (leader %s)", self.config.node_id, role.value, leader)
+        self._clock_queued_for = -1
+        self.container.local_callback(self.service.on_role_change, role.value)
         if role is not Role.LEADER and self._waiters:
             waiters, self._waiters = self._waiters, {}
             for waiter in waiters.values():
@@ -515,6 +539,8 @@ class Node:
             "diverged": self.diverged.describe() if self.diverged else None,
             "replica_check": self.last_verdict.describe() if self.last_verdict else None,
             "repairs": self.repairs,
+            "timers": len(self.container.timers.deadlines),
+            "timers_fired": self.container.timers_fired,
         }
 
 

@@ -12,7 +12,7 @@ Commands and replies are plain data: dict, list, str, int, float, bool, None, by
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phalanx.core.errors import PhalanxError
 
@@ -21,8 +21,44 @@ class SnapshotUnsupportedError(PhalanxError):
     """The service cannot restore snapshots (it does not implement `restore`)."""
 
 
+if TYPE_CHECKING:
+    from phalanx.service.context import ServiceContext
+
+
 class Service(abc.ABC):
-    """Subclass and implement `apply` and `state`."""
+    """Subclass and implement `apply` and `state`.
+
+    Services that need sessions, cluster time or timers also override the callbacks
+    below; each gets a `ServiceContext`. The deterministic ones (`on_session_open`,
+    `on_session_close`, `on_message`, `on_timer`) run on every replica at the same log
+    position; `on_start`, `on_role_change` and `on_terminate` run on one node only.
+    """
+
+    # -- deterministic callbacks (every replica, same log position) ---------------------
+
+    def on_message(self, ctx: ServiceContext, session_id: int, message: Any) -> Any:
+        """A client's command; returns the reply. By default: `apply(message)`."""
+        return self.apply(message)
+
+    def on_session_open(self, ctx: ServiceContext, session_id: int) -> None:
+        """A client opened a session."""
+
+    def on_session_close(self, ctx: ServiceContext, session_id: int, reason: str) -> None:
+        """A session ended: "client_closed", "timed_out", "evicted" or "service_closed"."""
+
+    def on_timer(self, ctx: ServiceContext, timer_id: int) -> None:
+        """A timer scheduled with `ctx.schedule_timer` reached its deadline."""
+
+    # -- local callbacks (this node only; the context refuses replicated changes) -------
+
+    def on_start(self, ctx: ServiceContext) -> None:
+        """The node started, after restoring any snapshot and before replaying the log."""
+
+    def on_role_change(self, ctx: ServiceContext, role: str) -> None:
+        """This node became "leader", "follower", "candidate" or "pre-candidate"."""
+
+    def on_terminate(self, ctx: ServiceContext) -> None:
+        """The node is stopping."""
 
     @abc.abstractmethod
     def apply(self, command: Any) -> Any:

@@ -34,7 +34,9 @@ import msgspec
 from phalanx.core.errors import PhalanxError
 from phalanx.core.types import Entry, EntryKind, Index
 from phalanx.service.base import Service
+from phalanx.service.context import ServiceContext, Timers
 from phalanx.service.envelope import (
+    Clock,
     CloseSession,
     Command,
     KeepAlive,
@@ -97,7 +99,7 @@ class _Session:
 
 
 #: Bumped whenever `snapshot_bytes` changes shape.
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 
 
 class SnapshotFormatError(PhalanxError):
@@ -121,6 +123,10 @@ class ServiceContainer:
         self._log_digest = bytes(16)
         #: Checkpoints recorded since the caller last took them (bounded).
         self.new_checkpoints: list[Checkpoint] = []
+        self.timers = Timers()
+        self.context = ServiceContext(self)
+        self.timers_fired = 0
+        self.callback_errors = 0
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Applies one committed entry; None for entries that carry no command."""
@@ -154,6 +160,9 @@ class ServiceContainer:
             return ApplyResult(entry.index, ApplyStatus.MALFORMED, str(error).encode())
         self.cluster_time_ms = max(self.cluster_time_ms, envelope.time_ms)
         self._expire_sessions()
+        self._fire_timers()
+        if isinstance(envelope, Clock):
+            return None
         if isinstance(envelope, Command):
             return self._apply_command(entry.index, envelope)
         if isinstance(envelope, OpenSession):
@@ -185,6 +194,8 @@ class ServiceContainer:
                 "commands_applied": self.commands_applied,
                 "duplicates_suppressed": self.duplicates_suppressed,
                 "sessions": sessions,
+                "timers": sorted(self.timers.deadlines.items()),
+                "timers_fired": self.timers_fired,
                 "service": self.service.snapshot(),
             }
         )
@@ -200,6 +211,8 @@ class ServiceContainer:
         self._log_digest = snapshot["log_digest"]
         self.commands_applied = snapshot["commands_applied"]
         self.duplicates_suppressed = snapshot["duplicates_suppressed"]
+        self.timers.restore({timer_id: deadline for timer_id, deadline in snapshot["timers"]})
+        self.timers_fired = snapshot["timers_fired"]
         self.sessions = OrderedDict(
             (session_id, _Session(last_active, first_incomplete, dict(replies)))
             for session_id, last_active, first_incomplete, replies in snapshot["sessions"]
@@ -216,14 +229,54 @@ class ServiceContainer:
 
     def _open_session(self, index: Index) -> ApplyResult:
         while len(self.sessions) >= self.limits.max_sessions:
-            self.sessions.popitem(last=False)  # least recently active
+            evicted, _ = self.sessions.popitem(last=False)  # least recently active
+            self._notify(self.service.on_session_close, evicted, "evicted")
         self.sessions[index] = _Session(self.cluster_time_ms)
+        self._notify(self.service.on_session_open, index)
         return ApplyResult(index, ApplyStatus.OK, session_id=index)
 
     def _close_session(self, index: Index, envelope: CloseSession) -> ApplyResult:
-        existed = self.sessions.pop(envelope.session_id, None) is not None
+        existed = self.close_session(envelope.session_id, "client_closed")
         status = ApplyStatus.OK if existed else ApplyStatus.SESSION_UNKNOWN
         return ApplyResult(index, status, session_id=envelope.session_id)
+
+    def close_session(self, session_id: int, reason: str) -> bool:
+        if self.sessions.pop(session_id, None) is None:
+            return False
+        self._notify(self.service.on_session_close, session_id, reason)
+        return True
+
+    # -- callbacks and timers ------------------------------------------------------------
+
+    def _callback(self, method: Any, *args: Any) -> Any:
+        """Runs a deterministic callback with the context open for replicated changes."""
+        context = self.context
+        context._deterministic = True
+        try:
+            return method(context, *args)
+        finally:
+            context._deterministic = False
+
+    def _notify(self, method: Any, *args: Any) -> None:
+        """A callback whose exception (the service's bug, raised identically on every
+        replica) must not stop the node: the entry is applied all the same."""
+        try:
+            self._callback(method, *args)
+        except Exception:
+            self.callback_errors += 1
+
+    def _fire_timers(self) -> None:
+        while (timer_id := self.timers.pop_due(self.cluster_time_ms)) is not None:
+            self.timers_fired += 1
+            self._notify(self.service.on_timer, timer_id)
+
+    def next_timer_deadline(self) -> int | None:
+        return self.timers.next_deadline()
+
+    def local_callback(self, method: Any, *args: Any) -> None:
+        """Runs a node-local callback (on_start, on_role_change, on_terminate); the
+        context refuses replicated changes there."""
+        method(self.context, *args)
 
     def _touch(self, index: Index, session_id: int) -> ApplyResult:
         session = self.sessions.get(session_id)
@@ -241,6 +294,7 @@ class ServiceContainer:
             if session.last_active_ms >= deadline:
                 return
             del sessions[session_id]
+            self._notify(self.service.on_session_close, session_id, "timed_out")
 
     # -- commands ---------------------------------------------------------------------
 
@@ -264,12 +318,12 @@ class ServiceContainer:
             return ApplyResult(
                 index, ApplyStatus.TOO_MANY_INFLIGHT, b"", command.session_id, command.seq
             )
-        reply = self._run_service(command.payload)
+        reply = self._run_service(command.session_id, command.payload)
         session.replies[command.seq] = reply
         self.commands_applied += 1
         return ApplyResult(index, ApplyStatus.OK, reply, command.session_id, command.seq)
 
-    def _run_service(self, payload: bytes) -> bytes:
+    def _run_service(self, session_id: int, payload: bytes) -> bytes:
         try:
             command: Any = _command_decoder.decode(payload)
         except (msgspec.DecodeError, ValueError) as error:
@@ -277,7 +331,7 @@ class ServiceContainer:
                 {"ok": False, "error": "malformed_command", "message": str(error)}
             )
         try:
-            reply = self.service.apply(command)
+            reply = self._callback(self.service.on_message, session_id, command)
         except Exception as error:  # the service's bug; deterministic on every replica
             # The message must not carry anything process-specific (an object's id):
             # every replica must produce the same reply bytes.

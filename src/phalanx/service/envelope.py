@@ -28,6 +28,13 @@ class KeepAlive(msgspec.Struct, frozen=True, tag="keepalive", array_like=True, g
     session_id: int
 
 
+class Clock(msgspec.Struct, frozen=True, tag="clock", array_like=True, gc=False):
+    """Only advances cluster time: the leader appends one when a timer is due and no
+    other entry would carry the time forward."""
+
+    time_ms: int
+
+
 class Command(msgspec.Struct, frozen=True, tag="command", array_like=True, gc=False):
     time_ms: int
     session_id: int
@@ -39,7 +46,7 @@ class Command(msgspec.Struct, frozen=True, tag="command", array_like=True, gc=Fa
     payload: bytes
 
 
-Envelope = OpenSession | CloseSession | KeepAlive | Command
+Envelope = OpenSession | CloseSession | KeepAlive | Command | Clock
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
