@@ -1,12 +1,14 @@
-"""Timers with real node processes: a reminder fires with no client traffic at all (the
-leader appends a clock entry), at the same log index on every node."""
+"""Timers and pushed messages with real node processes: a reminder fires with no client
+traffic at all (the leader appends a clock entry), at the same log index on every node,
+and reaches its client once, even when the leader dies in between."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
-from phalanx.client import Client
+from phalanx.client import AsyncClient, Client
 from phalanx.demo import LocalCluster
 
 
@@ -38,3 +40,33 @@ def test_a_reminder_fires_through_the_log_without_client_traffic(tmp_path: Path)
         assert index > 4  # a later entry than the three commands and the session
     finally:
         cluster.stop_all()
+
+
+def test_a_pushed_message_reaches_its_client_once_across_a_leader_kill(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, services=["phalanx.examples.reminders:Reminders"] * 3)
+
+    async def scenario() -> list[dict[str, object]]:
+        received: list[dict[str, object]] = []
+        async with AsyncClient(cluster.addresses, timeout=20) as client:
+            iterator = client.messages()
+            assert (await client.call({"op": "remind", "id": 1, "after_ms": 0}))["ok"]
+            received.append(await asyncio.wait_for(anext(iterator), 10))
+            # The second fires while the leader is dead: the new leader's clock entry
+            # fires it, and the client, resubscribing, gets it from the new leader.
+            assert (await client.call({"op": "remind", "id": 2, "after_ms": 700}))["ok"]
+            statuses = [await client.status(i) for i in range(3)]
+            leader = next(i for i, s in enumerate(statuses) if s["role"] == "leader")
+            cluster.kill(leader)
+            received.append(await asyncio.wait_for(anext(iterator), 15))
+            await asyncio.sleep(1.0)  # nothing more may arrive: no duplicates
+            assert client._pushed is not None and client._pushed.empty()
+            assert client.pushed_gaps == 0
+        return received
+
+    try:
+        for index in range(3):
+            cluster.start(index)
+        received = asyncio.run(scenario())
+    finally:
+        cluster.stop_all()
+    assert [message["fired"] for message in received] == [1, 2]

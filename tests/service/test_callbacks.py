@@ -147,3 +147,28 @@ def test_a_failing_timer_callback_does_not_stop_the_log() -> None:
         container.apply(entry)
     assert container.applied_index == len(LOG)
     assert container.callback_errors == 2
+
+
+class Pusher(Reminders):
+    def on_timer(self, ctx: ServiceContext, timer_id: int) -> None:
+        super().on_timer(ctx, timer_id)
+        assert ctx.send(1, {"fired": timer_id})
+        assert not ctx.send(999, "nobody")
+
+
+def test_pushed_messages_are_numbered_kept_and_survive_snapshots() -> None:
+    container = ServiceContainer(Pusher(), ContainerLimits(max_egress_per_session=1))
+    for entry in LOG[:7]:
+        container.apply(entry)
+    assert [(p.seq, msgspec.msgpack.decode(p.payload)) for p in container.new_egress] == [
+        (1, {"fired": 3}),
+        (2, {"fired": 7}),
+    ]
+    kept, gap = container.egress_after(1, 0)
+    assert [p.seq for p in kept] == [2] and gap  # only one kept: seq 1 was forgotten
+    assert container.egress_after(1, 1) == (kept, False)
+    restored = ServiceContainer(Pusher())
+    restored.restore(container.snapshot_bytes())
+    assert restored.egress_after(1, 1) == (kept, False)
+    with pytest.raises(NondeterministicCallError, match="send"):
+        container.context.send(1, "from outside a callback")

@@ -18,14 +18,16 @@ they share the connection and are matched to replies by request id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from phalanx.client.errors import (
+    ClientError,
     ClusterUnavailableError,
     OutcomeUnknownError,
     RequestRejectedError,
@@ -39,6 +41,7 @@ from phalanx.transport.wire import (
     CommandRequest,
     Hello,
     OpenSessionRequest,
+    PushedMessage,
     Refused,
     RepairRequest,
     ReplyStatus,
@@ -46,6 +49,7 @@ from phalanx.transport.wire import (
     SnapshotRequest,
     StatusReply,
     StatusRequest,
+    Subscribe,
     Welcome,
     WireMessage,
 )
@@ -54,6 +58,8 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 RETRY_DELAY_S = 0.01
 RETRY_DELAY_MAX_S = 0.05
+#: Pushed messages waiting in `messages()` before new ones are dropped (and counted).
+MAX_QUEUED_PUSHED = 10_000
 
 
 class _ConnectionLost(Exception):
@@ -68,8 +74,17 @@ class AsyncClient:
         cluster_id: str = "phalanx",
         timeout: float = 10.0,
         attempt_timeout: float = 1.0,
+        on_message: Callable[[Any], None] | None = None,
     ) -> None:
         self.addresses = client_addresses(members)
+        #: Called (in the client's event loop) with each message the service pushes.
+        self.on_message = on_message
+        self._pushed: asyncio.Queue[Any] | None = None
+        self._last_pushed_seq = 0
+        self._subscription: asyncio.Task[None] | None = None
+        self.pushed_received = 0
+        self.pushed_gaps = 0
+        self.pushed_dropped = 0
         self.cluster_id = cluster_id
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
@@ -93,6 +108,11 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscription
+            self._subscription = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -139,6 +159,57 @@ class AsyncClient:
                 raise  # an earlier attempt may have applied under the old session
             return None
 
+    # -- pushed messages -------------------------------------------------------------------
+
+    def subscribe(self) -> None:
+        """Starts receiving what the service pushes to this client's session
+        (`ctx.send`): delivered to `on_message` and to `messages()`, in order, once
+        each, across leader changes (the client resubscribes by itself)."""
+        if self._subscription is None:
+            self._subscription = asyncio.get_running_loop().create_task(self._keep_subscribed())
+
+    async def messages(self) -> AsyncIterator[Any]:
+        """Pushed messages as an async iterator (subscribes on first use)."""
+        if self._pushed is None:
+            self._pushed = asyncio.Queue(MAX_QUEUED_PUSHED)
+        self.subscribe()
+        while True:
+            yield await self._pushed.get()
+
+    async def _keep_subscribed(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                deadline = loop.time() + self.timeout
+                await self._ensure_session(deadline)
+                await self._until_answered(
+                    deadline,
+                    lambda rid: Subscribe(rid, self.session_id, self._last_pushed_seq),
+                    sent_once=False,
+                )
+                connection = self._connection
+                if connection is not None:
+                    await connection.closed  # resubscribe wherever the client goes next
+            except ClientError:
+                pass
+            await asyncio.sleep(RETRY_DELAY_MAX_S)
+
+    def _on_pushed(self, message: PushedMessage) -> None:
+        if message.session_id != self.session_id or message.seq <= self._last_pushed_seq:
+            return  # a resend of something already delivered
+        self._last_pushed_seq = message.seq
+        self.pushed_received += 1
+        if message.gap:
+            self.pushed_gaps += 1
+        value = _decoder.decode(message.payload)
+        if self.on_message is not None:
+            self.on_message(value)
+        if self._pushed is not None:
+            try:
+                self._pushed.put_nowait(value)
+            except asyncio.QueueFull:
+                self.pushed_dropped += 1
+
     async def repair(self, timeout: float = 10.0) -> tuple[int, int, str]:
         """Asks the connected node to rebuild its service from the leader's snapshot."""
         return await self._admin(RepairRequest, timeout)
@@ -160,7 +231,8 @@ class AsyncClient:
     async def status(self, address_index: int | None = None) -> dict[str, object]:
         """The status of one member (by position in `members`), or of the current node."""
         if address_index is not None:
-            await self.close()
+            if self._connection is not None:
+                self._drop(self._connection, rotate=False)
             self._target = address_index
         connection = await self._connect(asyncio.get_running_loop().time() + self.attempt_timeout)
         request_id = next(self._request_ids)
@@ -298,6 +370,8 @@ class AsyncClient:
                 waiting = self._futures.pop(message.request_id, None)
                 if waiting is not None and not waiting[0].done():
                     waiting[0].set_result(message)
+            elif isinstance(message, PushedMessage):
+                self._on_pushed(message)
 
         def on_lost(connection: Connection) -> None:
             if not welcome.done():
@@ -347,6 +421,11 @@ class Client:
         return asyncio.run_coroutine_threadsafe(
             self._async.call(command, timeout), self._loop
         ).result()
+
+    def subscribe(self) -> None:
+        """Starts delivering pushed messages to the `on_message` callback (which runs
+        in the client's own thread)."""
+        self._loop.call_soon_threadsafe(self._async.subscribe)
 
     def status(self, address_index: int | None = None) -> dict[str, object]:
         return asyncio.run_coroutine_threadsafe(

@@ -48,13 +48,19 @@ from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
 from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import WalStorage
-from phalanx.transport.tcp import ClientRequestMessage, Connection, NodeTransport
+from phalanx.transport.tcp import (
+    ClientRequestMessage,
+    Connection,
+    ConnectionState,
+    NodeTransport,
+)
 from phalanx.transport.wire import (
     CheckpointReport,
     ClientReply,
     CommandRequest,
     KeepAliveRequest,
     OpenSessionRequest,
+    PushedMessage,
     RepairRequest,
     RepairWanted,
     ReplyStatus,
@@ -65,6 +71,7 @@ from phalanx.transport.wire import (
     SnapshotResume,
     StatusReply,
     StatusRequest,
+    Subscribe,
 )
 
 log = logging.getLogger("phalanx.node")
@@ -128,6 +135,8 @@ class Node:
         self.last_verdict: Verdict | None = None
         self.repairs = 0
         self._pending_repair: SnapshotMeta | None = None
+        #: session id -> the connection its client subscribed on (leader only).
+        self._subscribers: dict[int, Connection] = {}
 
     def _restore_snapshot(self) -> SnapshotMeta:
         """Loads the newest valid snapshot into the container (damaged ones are skipped
@@ -236,6 +245,9 @@ class Node:
         if isinstance(message, SnapshotRequest):
             asyncio.get_running_loop().create_task(self._snapshot_on_request(connection, message))
             return
+        if isinstance(message, Subscribe):
+            self._subscribe(connection, message)
+            return
         if isinstance(message, RepairRequest):
             note = self.request_repair()
             connection.send(SnapshotReply(message.request_id, 0, 0, note))
@@ -312,6 +324,39 @@ class Node:
         else:
             note = f"fork {self.snapshots.stats.last_fork_ms:.1f} ms"
         connection.send(SnapshotReply(message.request_id, meta.index, meta.term, note))
+
+    # -- pushed messages ----------------------------------------------------------------------
+
+    def _subscribe(self, connection: Connection, message: Subscribe) -> None:
+        if self.raw.raft.role is not Role.LEADER or self.diverged is not None:
+            connection.send(
+                ClientReply(message.request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint())
+            )
+            return
+        if message.session_id not in self.container.sessions:
+            # Perhaps not applied here yet (a new leader catching up): try again soon.
+            connection.send(ClientReply(message.request_id, ReplyStatus.RETRY))
+            return
+        self._subscribers[message.session_id] = connection
+        kept, gap = self.container.egress_after(message.session_id, message.after_seq)
+        connection.send(ClientReply(message.request_id, ReplyStatus.OK))
+        for position, pushed in enumerate(kept):
+            connection.send(
+                PushedMessage(pushed.session_id, pushed.seq, pushed.payload, gap and not position)
+            )
+
+    def _deliver_pushed(self) -> None:
+        pushed_messages, self.container.new_egress = self.container.new_egress, []
+        if self.raw.raft.role is not Role.LEADER:
+            return  # clients follow the leader; a new one resends from the session's buffer
+        for pushed in pushed_messages:
+            connection = self._subscribers.get(pushed.session_id)
+            if connection is None:
+                continue
+            if connection.state is ConnectionState.CLOSED:
+                del self._subscribers[pushed.session_id]
+                continue
+            connection.send(PushedMessage(pushed.session_id, pushed.seq, pushed.payload))
 
     # -- divergence and repair -------------------------------------------------------------
 
@@ -454,6 +499,8 @@ class Node:
             transport.send(message)
         self._apply(ready.committed_entries)
         self.raw.advance(ready)
+        if self.container.new_egress:
+            self._deliver_pushed()
         if self.container.new_checkpoints:
             self._publish_checkpoints()
         if self.service.supports_snapshots():
@@ -486,6 +533,11 @@ class Node:
     def _on_soft_state(self, role: Role, leader: NodeId) -> None:
         log.info("node %s is now %s (leader %s)", self.config.node_id, role.value, leader)
         self._clock_queued_for = -1
+        if role is not Role.LEADER:
+            # Closing makes subscribed clients go and find the new leader.
+            for connection in self._subscribers.values():
+                connection.close()
+            self._subscribers.clear()
         self.container.local_callback(self.service.on_role_change, role.value)
         if role is not Role.LEADER and self._waiters:
             waiters, self._waiters = self._waiters, {}

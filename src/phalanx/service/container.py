@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,8 @@ class ContainerLimits:
     session_timeout_ms: int = 60_000
     max_sessions: int = 10_000
     max_replies_per_session: int = 4096
+    #: Pushed messages each session keeps for clients that reconnect.
+    max_egress_per_session: int = 1024
     #: Record a checkpoint (log digest and state digest) every this many entries; 0: never.
     checkpoint_every_entries: int = 0
 
@@ -76,6 +78,8 @@ class Checkpoint:
     state_digest: bytes
 
 
+#: Pushed messages waiting for the node to deliver them (it takes them every Ready).
+MAX_PENDING_EGRESS = 65_536
 #: Checkpoints kept for sending and comparing.
 MAX_PENDING_CHECKPOINTS = 64
 
@@ -96,6 +100,17 @@ class _Session:
     last_active_ms: int
     first_incomplete: int = 1
     replies: dict[int, bytes] = field(default_factory=dict)
+    #: Pushed messages (`ctx.send`), numbered per session from 1. Every replica keeps
+    #: the same recent ones, so any node can resend them to a client that reconnects.
+    egress_next: int = 1
+    egress: deque[tuple[int, bytes]] = field(default_factory=deque)
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    session_id: int
+    seq: int
+    payload: bytes
 
 
 #: Bumped whenever `snapshot_bytes` changes shape.
@@ -126,6 +141,8 @@ class ServiceContainer:
         self.timers = Timers()
         self.context = ServiceContext(self)
         self.timers_fired = 0
+        #: Messages pushed since the caller last took them (bounded).
+        self.new_egress: list[Pushed] = []
         self.callback_errors = 0
 
     def apply(self, entry: Entry) -> ApplyResult | None:
@@ -182,7 +199,14 @@ class ServiceContainer:
 
         Safe to call in a forked child: it only reads and encodes."""
         sessions = [
-            [session_id, s.last_active_ms, s.first_incomplete, sorted(s.replies.items())]
+            [
+                session_id,
+                s.last_active_ms,
+                s.first_incomplete,
+                sorted(s.replies.items()),
+                s.egress_next,
+                list(s.egress),
+            ]
             for session_id, s in self.sessions.items()
         ]
         return _snapshot_encoder.encode(
@@ -215,8 +239,12 @@ class ServiceContainer:
         self.timers_fired = snapshot["timers_fired"]
         self.sessions = OrderedDict(
             (session_id, _Session(last_active, first_incomplete, dict(replies)))
-            for session_id, last_active, first_incomplete, replies in snapshot["sessions"]
+            for session_id, last_active, first_incomplete, replies, _, _ in snapshot["sessions"]
         )
+        for session_id, *_, egress_next, egress in snapshot["sessions"]:
+            session = self.sessions[session_id]
+            session.egress_next = egress_next
+            session.egress = deque((seq, payload) for seq, payload in egress)
 
     def state_digest(self) -> str:
         cheap = self.service.state_hash()
@@ -269,6 +297,31 @@ class ServiceContainer:
         while (timer_id := self.timers.pop_due(self.cluster_time_ms)) is not None:
             self.timers_fired += 1
             self._notify(self.service.on_timer, timer_id)
+
+    def send(self, session_id: int, message: Any) -> bool:
+        """`ctx.send`: numbers and keeps a pushed message for the session."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return False
+        payload = _reply_encoder.encode(message)
+        seq = session.egress_next
+        session.egress_next += 1
+        session.egress.append((seq, payload))
+        if len(session.egress) > self.limits.max_egress_per_session:
+            session.egress.popleft()
+        self.new_egress.append(Pushed(session_id, seq, payload))
+        del self.new_egress[:-MAX_PENDING_EGRESS]
+        return True
+
+    def egress_after(self, session_id: int, after_seq: int) -> tuple[list[Pushed], bool]:
+        """Kept messages numbered above `after_seq`, and whether some in between were
+        already forgotten (the client fell further behind than the buffer)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return [], False
+        kept = [Pushed(session_id, seq, data) for seq, data in session.egress if seq > after_seq]
+        first_kept = session.egress[0][0] if session.egress else session.egress_next
+        return kept, first_kept > after_seq + 1
 
     def next_timer_deadline(self) -> int | None:
         return self.timers.next_deadline()

@@ -15,7 +15,7 @@ replicas differ, so the context refuses with `NondeterministicCallError`.
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from phalanx.core.errors import PhalanxError
 
@@ -103,6 +103,13 @@ class ServiceContext:
     def cancel_timer(self, timer_id: int) -> bool:
         self._require("cancel_timer")
         return self._container.timers.cancel(timer_id)
+
+    def send(self, session_id: int, message: Any) -> bool:
+        """Pushes `message` (plain data) to the client of `session_id`; False when there
+        is no such session. Every replica numbers and keeps it alike, so a client that
+        reconnects to any node after a failover still receives it, once, in order."""
+        self._require("send")
+        return self._container.send(session_id, message)
 
     def close_session(self, session_id: int) -> bool:
         self._require("close_session")

@@ -45,6 +45,7 @@ from phalanx.transport.wire import (
     SnapshotRequest,
     StatusReply,
     StatusRequest,
+    Subscribe,
     Welcome,
     WireMessage,
     decode_message,
@@ -70,6 +71,7 @@ ClientRequestMessage = (
     | StatusRequest
     | SnapshotRequest
     | RepairRequest
+    | Subscribe
 )
 ClientResponseMessage = ClientReply | StatusReply | SnapshotReply
 

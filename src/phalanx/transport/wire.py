@@ -122,6 +122,25 @@ class RepairWanted(Message, frozen=True, tag=True, array_like=True, gc=False):
     """A follower whose service diverged asks the leader for a fresh snapshot."""
 
 
+class Subscribe(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Client to leader: push this session's messages numbered above `after_seq` on
+    this connection, then every new one."""
+
+    request_id: int
+    session_id: int
+    after_seq: int
+
+
+class PushedMessage(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Node to client: a message the service sent with `ctx.send`. `gap` says messages
+    before this one were forgotten before the client came back for them."""
+
+    session_id: int
+    seq: int
+    payload: bytes
+    gap: bool = False
+
+
 class RepairRequest(msgspec.Struct, frozen=True, tag=True, array_like=True):
     """Client to node: rebuild your service state from the leader's snapshot."""
 
@@ -187,6 +206,8 @@ WireMessage = (
     | CheckpointReport
     | RepairWanted
     | RepairRequest
+    | Subscribe
+    | PushedMessage
     | OpenSessionRequest
     | CommandRequest
     | KeepAliveRequest
