@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from phalanx.cli import main
+from phalanx.client import Client
 
 from .harness import LiveCluster
 
@@ -130,3 +131,23 @@ def test_phalanx_snapshot_takes_one_on_every_member(
     assert main(["snapshot", "--members", cluster.members]) == 0
     for index in range(3):
         assert snapshot_files(cluster, index)
+
+
+def test_snapshots_are_also_triggered_by_bytes(tmp_path: Path) -> None:
+    from phalanx.demo import LocalCluster
+
+    cluster = LocalCluster(
+        tmp_path,
+        services=["phalanx.examples.kv:KeyValue"] * 3,
+        settings={"snapshot_every_entries": 0, "snapshot_every_bytes": 20_000},
+    )
+    try:
+        for index in range(3):
+            cluster.start(index)
+        with Client(cluster.addresses, timeout=20) as client:
+            for i in range(300):
+                client.call({"op": "put", "key": f"k{i % 30}", "value": "v" * 100})
+            statuses = [client.status(i) for i in range(3)]
+        assert all(int(s["snapshots_taken"]) >= 1 for s in statuses), statuses
+    finally:
+        cluster.stop_all()

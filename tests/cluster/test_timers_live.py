@@ -70,3 +70,27 @@ def test_a_pushed_message_reaches_its_client_once_across_a_leader_kill(tmp_path:
     finally:
         cluster.stop_all()
     assert [message["fired"] for message in received] == [1, 2]
+
+
+def test_an_idle_subscribed_client_keeps_its_session_alive(tmp_path: Path) -> None:
+    cluster = LocalCluster(
+        tmp_path,
+        services=["phalanx.examples.reminders:Reminders"] * 3,
+        settings={"session_timeout_ms": 1500},
+    )
+
+    async def scenario() -> object:
+        async with AsyncClient(cluster.addresses, timeout=20, keepalive_interval=0.4) as client:
+            iterator = client.messages()
+            assert (await client.call({"op": "remind", "id": 8, "after_ms": 4000}))["ok"]
+            # Idle for longer than the session timeout: only keepalives renew it, and
+            # the reminder's owner must still exist when it fires.
+            return await asyncio.wait_for(anext(iterator), 15)
+
+    try:
+        for index in range(3):
+            cluster.start(index)
+        pushed = asyncio.run(scenario())
+    finally:
+        cluster.stop_all()
+    assert isinstance(pushed, dict) and pushed["fired"] == 8

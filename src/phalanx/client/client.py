@@ -40,6 +40,7 @@ from phalanx.transport.wire import (
     ClientReply,
     CommandRequest,
     Hello,
+    KeepAliveRequest,
     OpenSessionRequest,
     PushedMessage,
     Refused,
@@ -75,10 +76,14 @@ class AsyncClient:
         timeout: float = 10.0,
         attempt_timeout: float = 1.0,
         on_message: Callable[[Any], None] | None = None,
+        keepalive_interval: float = 15.0,
     ) -> None:
         self.addresses = client_addresses(members)
         #: Called (in the client's event loop) with each message the service pushes.
         self.on_message = on_message
+        #: While subscribed, the session is renewed this often (well below the
+        #: cluster's session timeout, 60 s by default).
+        self.keepalive_interval = keepalive_interval
         self._pushed: asyncio.Queue[Any] | None = None
         self._last_pushed_seq = 0
         self._subscription: asyncio.Task[None] | None = None
@@ -189,10 +194,24 @@ class AsyncClient:
                 )
                 connection = self._connection
                 if connection is not None:
-                    await connection.closed  # resubscribe wherever the client goes next
+                    await self._keep_alive_until_closed(connection)
             except ClientError:
                 pass
             await asyncio.sleep(RETRY_DELAY_MAX_S)
+
+    async def _keep_alive_until_closed(self, connection: Connection) -> None:
+        """While subscribed, an idle client still renews its session through the log
+        (sessions expire by cluster time), then resubscribes wherever it goes next."""
+        loop = asyncio.get_running_loop()
+        while not connection.closed.done():
+            done, _ = await asyncio.wait({connection.closed}, timeout=self.keepalive_interval)
+            if done:
+                return
+            await self._until_answered(
+                loop.time() + self.timeout,
+                lambda rid: KeepAliveRequest(rid, self.session_id),
+                sent_once=False,
+            )
 
     def _on_pushed(self, message: PushedMessage) -> None:
         if message.session_id != self.session_id or message.seq <= self._last_pushed_seq:

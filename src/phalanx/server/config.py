@@ -42,6 +42,8 @@ class NodeConfig:
     #: Take a snapshot after this many applied entries (0: never). Snapshots need a
     #: service that implements `restore`.
     snapshot_every_entries: int = 100_000
+    #: ... or after this many bytes of entries (0: only by entries).
+    snapshot_every_bytes: int = 256 * 1024 * 1024
     #: Entries kept in the log below a snapshot, for followers only slightly behind.
     snapshot_compaction_margin: int = 10_000
     snapshot_chunk_bytes: int = 1024 * 1024
@@ -79,7 +81,14 @@ class NodeConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
-        if self.snapshot_every_entries < 0 or self.snapshot_compaction_margin < 0:
+        if (
+            min(
+                self.snapshot_every_entries,
+                self.snapshot_every_bytes,
+                self.snapshot_compaction_margin,
+            )
+            < 0
+        ):
             raise ConfigError("snapshot_every_entries", "snapshot settings must not be negative")
         if self.snapshot_chunk_bytes > self.max_message_bytes:
             raise ConfigError("snapshot_chunk_bytes", "must not exceed max_message_bytes")

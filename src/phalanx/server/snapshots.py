@@ -73,17 +73,27 @@ class SnapshotManager:
         self._receiving_repair = False
         #: Compact the WAL up to here at the next safe point of the ready loop.
         self.compact_to = Index(0)
+        self._bytes_at_last = 0
         #: The newest stored snapshot, so that it is found without rescanning files.
         self.latest: tuple[SnapshotMeta, Path] | None = self.store.latest()
 
     # -- taking ------------------------------------------------------------------------------
 
     def maybe_take(self) -> None:
-        every = self.node.config.snapshot_every_entries
-        if not every or self._taking is not None:
+        """Snapshots after `snapshot_every_entries` entries or `snapshot_every_bytes`
+        bytes of entries applied since the last one, whichever comes first."""
+        if self._taking is not None:
             return
-        applied = self.node.container.applied_index
-        if applied - self.node.raw.raft.snapshot_meta.index >= every:
+        config = self.node.config
+        container = self.node.container
+        entries = container.applied_index - self.node.raw.raft.snapshot_meta.index
+        by_entries = config.snapshot_every_entries and entries >= config.snapshot_every_entries
+        by_bytes = (
+            config.snapshot_every_bytes
+            and container.applied_bytes - self._bytes_at_last >= config.snapshot_every_bytes
+        )
+        if by_entries or by_bytes:
+            self._bytes_at_last = container.applied_bytes
             self.start_taking()
 
     def start_taking(self) -> asyncio.Task[SnapshotMeta | None]:

@@ -144,6 +144,9 @@ class ServiceContainer:
         #: Messages pushed since the caller last took them (bounded).
         self.new_egress: list[Pushed] = []
         self.callback_errors = 0
+        #: Bytes of entries applied by this process: a snapshot trigger, not replicated
+        #: state (a restored node counts from its snapshot on).
+        self.applied_bytes = 0
 
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Applies one committed entry; None for entries that carry no command."""
@@ -151,6 +154,7 @@ class ServiceContainer:
             f"entry {entry.index} applied after {self.applied_index}"
         )
         self.applied_index = entry.index
+        self.applied_bytes += len(entry.data)
         # Chained, not a running hash object, so that a snapshot can carry it.
         digest = hashlib.blake2b(self._log_digest, digest_size=16)
         digest.update(entry.index.to_bytes(8, "little"))
