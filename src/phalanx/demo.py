@@ -71,7 +71,8 @@ class Stats:
     rejected: int = 0
     unknown: int = 0
     deltas: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACCOUNTS, 0))
-    completions: list[float] = field(default_factory=list)
+    #: (sent, answered) monotonic times of every answered call.
+    completions: list[tuple[float, float]] = field(default_factory=list)
 
 
 class LocalCluster:
@@ -144,12 +145,13 @@ async def _worker(client: AsyncClient, rng: random.Random, stats: Stats, stop: f
         source, target = rng.sample(ACCOUNTS, 2)
         amount = rng.randint(1, 5_000)
         command = {"op": "transfer", "from": source, "to": target, "amount": amount}
+        sent = time.monotonic()
         try:
             reply = await client.call(command, timeout=30)
         except ClientError:
             stats.unknown += 1
             continue
-        stats.completions.append(time.monotonic())
+        stats.completions.append((sent, time.monotonic()))
         if reply.get("ok"):
             stats.acknowledged += 1
             stats.deltas[source] -= amount
@@ -247,7 +249,9 @@ def _leader_index(statuses: list[dict[str, Any] | None]) -> int | None:
 
 
 def _failover_ms(stats: Stats, kill_time: float) -> float | None:
-    after = [t for t in stats.completions if t > kill_time]
+    """From the kill to the first answer to a call made after it: replies the old
+    leader sent just before dying, or calls already committed, do not count."""
+    after = [answered for sent, answered in stats.completions if sent > kill_time]
     return (min(after) - kill_time) * 1000 if after else None
 
 
