@@ -146,39 +146,21 @@ class RegisterModel:
 
 
 @dataclass(frozen=True, slots=True)
-class CasRegisterModel:
+class CasRegisterModel(RegisterModel):
     """A register with compare-and-set: cas [expected new] swaps only on a match.
 
     An `ok` cas swapped; a refused one (Jepsen's `:fail :cas`) ran and found another
     value; a `fail` one never ran and is dropped before the search.
     """
 
-    initial: Value = None
     name: str = "cas-register"
 
-    def initial_state(self) -> State:
-        return self.initial
-
-    def partition_key(self, op: Operation) -> Hashable:
-        return None
-
-    def has_effect(self, op: Operation) -> bool:
-        return op.f != "read"
-
     def transition(self, op: Operation) -> Transition:
-        if op.f == "read":
-            return _read(op.result)
-        if op.f == "write":
-            return _write(op.argument)
         if op.f == "cas":
             return _cas(op)
+        if op.f in ("read", "write"):
+            return RegisterModel.transition(self, op)
         raise _unsupported(self.name, op, "read, write, cas")
-
-    def violation(self, op: Operation) -> str | None:
-        return None
-
-    def describe_state(self, state: State) -> str:
-        return show(state)
 
 
 def _kv_value_transition(op: Operation, absent: Value) -> Transition:

@@ -164,14 +164,21 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def _member_addresses(members: str, command: str) -> list[tuple[str, int]] | None:
+    """`--members` parsed, or None after printing why it is not usable."""
+    try:
+        return client_addresses(members)
+    except ConfigError as error:
+        print(f"phalanx {command}: {error}", file=sys.stderr)
+        return None
+
+
 def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    try:
-        addresses = client_addresses(args.members)
-    except ConfigError as error:
-        print(f"phalanx status: {error}", file=sys.stderr)
+    addresses = _member_addresses(args.members, "status")
+    if addresses is None:
         return 2
     rows = asyncio.run(
         gather_statuses([f"{h}:{p}" for h, p in addresses], cluster_id=args.cluster_id)
@@ -190,10 +197,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    try:
-        addresses = client_addresses(args.members)
-    except ConfigError as error:
-        print(f"phalanx snapshot: {error}", file=sys.stderr)
+    addresses = _member_addresses(args.members, "snapshot")
+    if addresses is None:
         return 2
 
     async def one(host: str, port: int) -> str:
@@ -215,10 +220,8 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_repair(args: argparse.Namespace) -> int:
-    try:
-        addresses = client_addresses(args.members)
-    except ConfigError as error:
-        print(f"phalanx repair: {error}", file=sys.stderr)
+    addresses = _member_addresses(args.members, "repair")
+    if addresses is None:
         return 2
     if not 1 <= args.node <= len(addresses):
         print(f"phalanx repair: --node must be 1 to {len(addresses)}", file=sys.stderr)
