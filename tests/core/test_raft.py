@@ -259,3 +259,26 @@ def test_leader_notices_a_follower_that_lost_its_log_while_idle() -> None:
     cluster.deliver()
     assert wiped.log.last_index() == 3 and wiped.log.committed == 3
     assert cluster[1].progress[N2].match == 3
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_new_commit_index_is_broadcast_only_when_asked(broadcast: bool) -> None:
+    # A commit index is a hint to followers (§5.3: they learn it from later
+    # AppendEntries). Without `broadcast_commit` it waits for the next append or
+    # heartbeat instead of costing an empty AppendEntries (and its reply) per follower.
+    cluster = Harness(3, broadcast_commit=broadcast)
+    cluster.elect(1)
+    leader = cluster[1]
+    index, _ = leader.propose([b"x"])
+    leader.on_persisted(index)
+    cluster.take(1)
+    leader.step(AppendResponse(leader.term, N2, N1, index))
+    assert leader.log.committed == index
+    commit_only = [m for m in cluster.take(1) if isinstance(m, AppendRequest) and not m.entries]
+    assert len(commit_only) == (2 if broadcast else 0)
+    # Either way the followers learn it: from the next heartbeat.
+    for _ in range(leader.config.heartbeat_interval_ticks):
+        leader.tick()
+    cluster.deliver()
+    assert cluster[2].log.committed == index
+    assert cluster[3].log.committed == index

@@ -73,3 +73,21 @@ def test_restart_restores_term_vote_and_log_and_reapplies_committed() -> None:
     assert restarted.raft.term == term and restarted.raft.vote == N1
     assert restarted.raft.role is Role.FOLLOWER
     assert restarted.raft.log.last_index() == 1
+
+
+def test_only_a_new_commit_index_needs_no_sync() -> None:
+    # etcd-io/raft's MustSync: entries, a snapshot, or a new term or vote must be
+    # durable before messages leave; a commit index alone is a hint.
+    node = single_node()
+    node.campaign()
+    ready = node.ready()
+    assert ready.must_sync() and ready.vote_changed  # a new term and a self-vote
+    node.advance(ready)
+    ready = node.ready()  # the no-op entry commits: only `commit` changed
+    assert ready.hard_state is not None and ready.hard_state.commit == 1
+    assert not ready.vote_changed and not ready.entries
+    assert not ready.must_sync()
+    node.advance(ready)
+    node.propose([b"a"])
+    ready = node.ready()
+    assert ready.must_sync() and not ready.vote_changed

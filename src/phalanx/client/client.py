@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -103,7 +104,10 @@ class AsyncClient:
         ] = {}
         self._request_ids = itertools.count(1)
         self._next_seq = 1
+        #: Sequence numbers of the commands in flight, and a min-heap over them (with
+        #: finished ones removed lazily) for `first_incomplete` in O(log n).
         self._outstanding: set[int] = set()
+        self._outstanding_heap: list[int] = []
         self.retries = 0
 
     async def __aenter__(self) -> AsyncClient:
@@ -130,10 +134,12 @@ class AsyncClient:
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         payload = _encoder.encode(command)
         while True:
-            await self._ensure_session(deadline)
+            if not self.session_id:
+                await self._ensure_session(deadline)
             seq = self._next_seq
             self._next_seq += 1
             self._outstanding.add(seq)
+            heapq.heappush(self._outstanding_heap, seq)
             try:
                 reply = await self._send_command(deadline, self.session_id, seq, payload)
             finally:
@@ -151,7 +157,7 @@ class AsyncClient:
         def request(request_id: int) -> CommandRequest:
             nonlocal attempts
             attempts += 1
-            return CommandRequest(request_id, session_id, seq, min(self._outstanding), payload)
+            return CommandRequest(request_id, session_id, seq, self._first_incomplete(), payload)
 
         try:
             return await self._until_answered(deadline, request, sent_once=False)
@@ -163,6 +169,14 @@ class AsyncClient:
             if attempts > 1:
                 raise  # an earlier attempt may have applied under the old session
             return None
+
+    def _first_incomplete(self) -> int:
+        """The lowest sequence number still in flight: the service may forget the
+        replies to every command below it."""
+        heap, outstanding = self._outstanding_heap, self._outstanding
+        while heap[0] not in outstanding:
+            heapq.heappop(heap)
+        return heap[0]
 
     # -- pushed messages -------------------------------------------------------------------
 
@@ -303,13 +317,17 @@ class AsyncClient:
             future = self._register(request_id, connection)
             connection.send(make(request_id))
             sent_once = True
+            # A timer rather than asyncio.wait_for: this is the hot path of every call.
+            timer = loop.call_later(min(remaining, self.attempt_timeout), _time_out, future)
             try:
-                reply = await asyncio.wait_for(future, min(remaining, self.attempt_timeout))
+                reply = await future
             except (TimeoutError, _ConnectionLost):
                 self._futures.pop(request_id, None)
                 self._drop(connection, rotate=True)
                 self.retries += 1
                 continue
+            finally:
+                timer.cancel()
             assert isinstance(reply, ClientReply)
             if reply.status is ReplyStatus.OK:
                 return reply
@@ -419,6 +437,11 @@ class AsyncClient:
         except (OSError, TimeoutError):
             pass
         return None
+
+
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class Client:

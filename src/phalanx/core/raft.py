@@ -104,6 +104,11 @@ class RaftConfig:
     snapshot_stall_heartbeats: int = 200
     pre_vote: bool = True
     check_quorum: bool = True
+    #: Tell followers of a new commit index at once, with an empty AppendEntries each
+    #: (etcd-io/raft's behaviour). Off, the index rides on the next append or
+    #: heartbeat: a follower applies up to a heartbeat later, and an idle cluster sends
+    #: two fewer messages (and two fewer acknowledgements) per committed command.
+    broadcast_commit: bool = False
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -569,7 +574,7 @@ class Raft:
         else:
             progress.inflights.free_to(message.index)
         if self._maybe_commit():
-            self._broadcast_append()
+            self._on_commit_advanced()
         elif was_paused:
             self._send_append(message.from_id)
         self._send_pending(message.from_id)
@@ -584,7 +589,14 @@ class Raft:
             and self.progress[self.id].maybe_update(index)
             and self._maybe_commit()
         ):
+            self._on_commit_advanced()
+
+    def _on_commit_advanced(self) -> None:
+        if self.config.broadcast_commit:
             self._broadcast_append()
+        else:
+            for peer in self.peers:
+                self._send_pending(peer)
 
     def _maybe_commit(self) -> bool:
         match = {voter: self.progress[voter].match for voter in self.voters}

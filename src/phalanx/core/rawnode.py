@@ -55,9 +55,14 @@ class Ready:
     messages: Sequence[Message]
     #: Apply in order, after persisting.
     committed_entries: Sequence[Entry]
+    #: Whether `hard_state` changed in term or vote (not only in `commit`).
+    vote_changed: bool = False
 
     def must_sync(self) -> bool:
-        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+        """Whether step 1 needs a sync before `messages` may leave: new entries, a
+        snapshot, or a new term or vote. A change to `commit` alone is only a hint
+        (etcd-io/raft's MustSync draws the same line): write it, but do not wait for it."""
+        return self.vote_changed or bool(self.entries) or self.snapshot is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +152,8 @@ class RawNode:
             entries=raft.log.unstable_entries(),
             messages=raft.messages,
             committed_entries=raft.log.next_committed_entries(raft.config.max_apply_bytes),
+            vote_changed=(hard.term, hard.vote)
+            != (self._persisted_hard_state.term, self._persisted_hard_state.vote),
         )
         raft.messages = []
         self._reported_soft_state = soft
