@@ -108,6 +108,11 @@ class BenchCluster:
 
         return list(await asyncio.gather(*(one(a) for a in self.addresses)))
 
+    def current_term(self) -> int:
+        """The highest Raft term any running node reports (0 if none answers)."""
+        statuses = asyncio.run(self.statuses())
+        return max((int(s["term"]) for s in statuses if s is not None), default=0)
+
     async def wait_for_leader(self, timeout_s: float = LEADER_TIMEOUT_S) -> int:
         """The index of the node that leads with every running node agreeing."""
         deadline = time.monotonic() + timeout_s

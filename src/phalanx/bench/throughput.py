@@ -54,7 +54,7 @@ def run_throughput(args: argparse.Namespace) -> int:
         measured = sweep(
             "phalanx", cluster.addresses, clients=args.clients, in_flight_levels=levels,
             warmup_s=args.warmup, measure_s=args.seconds, value_bytes=args.value_bytes,
-            watch=cluster.watch(),
+            watch=cluster.watch(), term=cluster.current_term,
         )  # fmt: skip
     config = _load_config(args, levels)
     document = make_document("throughput", machine, config, {"levels": measured})

@@ -5,6 +5,7 @@ client's CPU is never the node's."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from phalanx.bench.loadgen import LoadSpec, merge_results, spawn_loads
@@ -26,10 +27,16 @@ def sweep(
     measure_s: float,
     value_bytes: int = 100,
     watch: dict[str, int] | None = None,
+    term: Callable[[], int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Committed puts/s at each in-flight level (per client process), one level at a time."""
+    """Committed puts/s at each in-flight level (per client process), one level at a time.
+
+    `term`, when given, reads the cluster's current Raft term before and after each
+    level: a level during which it moved had an election in it, which the level's
+    record and progress line say, because its numbers then measure that too."""
     levels = []
     for number, per_client in enumerate(in_flight_levels, start=1):
+        term_before = term() if term is not None else None
         start_at = time.time() + START_UP_S + warmup_s
         specs = [
             LoadSpec(
@@ -59,12 +66,19 @@ def sweep(
             "cpu_percent": cpu,
             "cpu_us_per_op": cpu_us_per_op(cpu, merged.ops / merged.seconds),
         }
+        elections = ""
+        if term is not None and term_before is not None:
+            level["terms"] = [term_before, term()]
+            if level["terms"][1] != term_before:
+                elections = (
+                    f"; ELECTION during this level (term {term_before} -> {level['terms'][1]})"
+                )
         levels.append(level)
         progress(
             f"{system}: level {number}/{len(in_flight_levels)}: {level['in_flight']} in flight "
             f"({clients}x{per_client}): {level['ops_per_second']:,.0f} puts/s, "
             f"p50 {level['latency_us']['p50'] / 1000:.2f} ms, errors {merged.errors}; CPU % of "
-            f"a core: {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}"
+            f"a core: {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}{elections}"
         )
     return levels
 

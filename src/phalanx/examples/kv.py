@@ -230,6 +230,8 @@ def _encode_value(value: Any, field: str) -> bytes:
 
 def _stored_copy(value: Any, field: str) -> Any:
     """A checked value as the store keeps it: a private copy, decoded from its encoding."""
+    if type(value) is str and value.isascii() and len(value) <= VALUE_BYTES_MAX - 5:
+        return value  # immutable, and its encoding (at most 5 bytes more) fits
     return msgspec.msgpack.decode(_encode_value(value, field))
 
 

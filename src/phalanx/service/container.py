@@ -121,6 +121,7 @@ class SnapshotFormatError(PhalanxError):
     """A snapshot's bytes are not a container snapshot this version can read."""
 
 
+_blake2b = hashlib.blake2b
 _reply_encoder = msgspec.msgpack.Encoder(order="deterministic")
 _snapshot_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder()
@@ -154,12 +155,14 @@ class ServiceContainer:
             f"entry {entry.index} applied after {self.applied_index}"
         )
         self.applied_index = entry.index
-        self.applied_bytes += len(entry.data)
-        # Chained, not a running hash object, so that a snapshot can carry it.
-        digest = hashlib.blake2b(self._log_digest, digest_size=16)
-        digest.update(entry.index.to_bytes(8, "little"))
-        digest.update(entry.data)
-        self._log_digest = digest.digest()
+        data = entry.data
+        self.applied_bytes += len(data)
+        # Chained, not a running hash object, so that a snapshot can carry it: the
+        # digest of (previous digest, index as 8 little-endian bytes, entry data).
+        self._log_digest = _blake2b(
+            b"".join((self._log_digest, entry.index.to_bytes(8, "little"), data)),
+            digest_size=16,
+        ).digest()
         result = self._apply_entry(entry)
         every = self.limits.checkpoint_every_entries
         if every and entry.index % every == 0:
@@ -179,8 +182,10 @@ class ServiceContainer:
             envelope = decode_envelope(entry.data)
         except (msgspec.DecodeError, ValueError) as error:
             return ApplyResult(entry.index, ApplyStatus.MALFORMED, str(error).encode())
-        self.cluster_time_ms = max(self.cluster_time_ms, envelope.time_ms)
-        self._expire_sessions()
+        if envelope.time_ms > self.cluster_time_ms:
+            self.cluster_time_ms = envelope.time_ms
+            # Only a later time can expire a session (each was active at or before now).
+            self._expire_sessions()
         self._fire_timers()
         if isinstance(envelope, Clock):
             return None
@@ -356,10 +361,13 @@ class ServiceContainer:
     # -- commands ---------------------------------------------------------------------
 
     def _apply_command(self, index: Index, command: Command) -> ApplyResult:
-        result = self._touch(index, command.session_id)
-        if result.status is not ApplyStatus.OK:
-            return ApplyResult(index, result.status, session_id=command.session_id, seq=command.seq)
-        session = self.sessions[command.session_id]
+        session = self.sessions.get(command.session_id)
+        if session is None:
+            return ApplyResult(
+                index, ApplyStatus.SESSION_UNKNOWN, session_id=command.session_id, seq=command.seq
+            )
+        session.last_active_ms = self.cluster_time_ms
+        self.sessions.move_to_end(command.session_id)
         if command.first_incomplete > session.first_incomplete:
             session.first_incomplete = command.first_incomplete
             _forget_acknowledged(session.replies, command.first_incomplete)

@@ -77,7 +77,7 @@ def _phalanx(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
         sweep_levels = sweep(
             "phalanx", cluster.addresses, clients=args.clients, in_flight_levels=levels,
             warmup_s=args.warmup, measure_s=args.seconds, value_bytes=args.value_bytes,
-            watch=cluster.watch(),
+            watch=cluster.watch(), term=cluster.current_term,
         )  # fmt: skip
         latency = one_at_a_time(
             "phalanx", cluster.addresses, requests=args.requests,
