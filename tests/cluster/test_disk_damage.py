@@ -32,26 +32,35 @@ def segment_files(data_dir: Path) -> list[Path]:
     return sorted(data_dir.glob("wal-*.seg"))
 
 
-def record_offsets(segment: Path) -> list[int]:
-    """The byte offset of every complete record in a segment (format in storage/wal.py)."""
+def record_layout(segment: Path) -> tuple[list[int], int]:
+    """The byte offset of every complete record in a segment and the end of the last
+    one (format in storage/wal.py); only zeros (preallocated space) may follow it."""
     data = segment.read_bytes()
     offsets = []
     offset = SEGMENT_HEADER_BYTES
     while offset + RECORD_HEADER_BYTES <= len(data):
         (length,) = _RECORD_LENGTH.unpack_from(data, offset)
         end = offset + RECORD_HEADER_BYTES + length
-        if end > len(data):
+        if length == 0 or end > len(data):
             break
         offsets.append(offset)
         offset = end
-    assert offset == len(data), f"{segment} has {len(data) - offset} bytes after its records"
-    return offsets
+    zeros = bytes(len(data) - offset)
+    assert data[offset:] == zeros, f"{segment} has non-zero bytes after its records"
+    return offsets, offset
+
+
+def record_offsets(segment: Path) -> list[int]:
+    return record_layout(segment)[0]
 
 
 def flip_byte(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x5A
-    path.write_bytes(bytes(data))
+    # In place: segment files are preallocated, rewriting one would write all of it.
+    with path.open("r+b") as file:
+        file.seek(offset)
+        (byte,) = file.read(1)
+        file.seek(offset)
+        file.write(bytes([byte ^ 0x5A]))
 
 
 def write_some(cluster: LiveCluster, prefix: str, count: int) -> None:
@@ -163,7 +172,7 @@ def test_a_torn_tail_is_truncated_and_the_node_catches_up(
     cluster.kill(victim)  # SIGKILL: no chance to sync or close
 
     segment = segment_files(cluster.data_dir(victim))[-1]
-    good_end = segment.stat().st_size
+    good_end = record_layout(segment)[1]
     if damage == "garbage-appended":
         # A record header that promises more than was written, then stray bytes.
         torn = _RECORD_LENGTH.pack(300) + b"\xde\xad\xbe\xef" + b"\x00\xff" * 40
@@ -178,7 +187,8 @@ def test_a_torn_tail_is_truncated_and_the_node_catches_up(
             Entry(last.term, Index(last.index + 1), EntryKind.COMMAND, b"never synced" * 8)
         )
         torn = record[: len(record) // 2]
-    with segment.open("ab") as file:
+    with segment.open("r+b") as file:  # into the preallocated zeros after the records
+        file.seek(good_end)
         file.write(torn)
 
     write_some(cluster, "b", 5)

@@ -34,9 +34,12 @@ def segment_files(directory: Path) -> list[Path]:
 
 
 def flip_byte(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x5A
-    path.write_bytes(bytes(data))
+    # In place: segment files are preallocated, rewriting one would write it all.
+    with open(path, "r+b") as file:
+        file.seek(offset)
+        (byte,) = file.read(1)
+        file.seek(offset)
+        file.write(bytes([byte ^ 0x5A]))
 
 
 def cut_file(path: Path, size: int) -> None:

@@ -14,6 +14,8 @@ from phalanx.storage import StorageCorruptError, StorageError, codec
 from phalanx.storage.wal import segment_file_name
 
 LOG = entries(1, 8, term=2, size=30)
+#: A segment size for tests that copy or rewrite whole (preallocated) segment files.
+SMALL_SEGMENT = 4096
 
 
 def write_log(directory: Path, log: list = LOG, **kwargs: object) -> list[int]:  # type: ignore[type-arg]
@@ -38,26 +40,30 @@ def load(directory: Path, **kwargs: object):  # type: ignore[no-untyped-def]
 def test_cut_anywhere_in_the_last_record_recovers_the_previous_ones(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Small segments: each case copies the (preallocated) segment file.
     original = tmp_path / "original"
-    offsets = write_log(original)
+    offsets = write_log(original, segment_bytes_max=SMALL_SEGMENT)
     segment_name = segment_file_name(1)
-    end = (original / segment_name).stat().st_size
+    end = offsets[-1] + len(codec.encode_record(LOG[-1]))
+    kept = (original / segment_name).read_bytes()[: offsets[-1]]
     for cut in range(offsets[-1] + 1, end):
         directory = tmp_path / f"cut-{cut}"
         shutil.copytree(original, directory)
         cut_file(directory / segment_name, cut)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="phalanx.storage.wal"):
-            restored = load(directory)
+            restored = load(directory, segment_bytes_max=SMALL_SEGMENT)
         assert restored.entries == LOG[:-1], cut
         assert restored.hard_state == hard(2, 1, 3)
         (line,) = restored.report
         assert str(directory / segment_name) in line
         assert f"byte offset {offsets[-1]}" in line
         assert [r.levelname for r in caplog.records] == ["WARNING"]
-        # The repair is durable: the next start finds a clean log.
-        assert (directory / segment_name).stat().st_size == offsets[-1]
-        again = load(directory)
+        # The repair is durable: the next start finds a clean log, the torn bytes
+        # replaced by zeros (preallocated space again).
+        data = (directory / segment_name).read_bytes()
+        assert data == kept + bytes(SMALL_SEGMENT - offsets[-1])
+        again = load(directory, segment_bytes_max=SMALL_SEGMENT)
         assert again.entries == LOG[:-1] and again.report == []
         shutil.rmtree(directory)
 
@@ -80,13 +86,19 @@ def test_damage_in_the_last_record_is_a_torn_tail(tmp_path: Path, where: str) ->
     assert "torn tail truncated" in restored.report[0]
 
 
-def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
-    write_log(tmp_path)
-    with open(tmp_path / segment_file_name(1), "ab") as file:
+def test_a_zero_filled_tail_is_clean_preallocated_space(tmp_path: Path) -> None:
+    # Zeros after the last record are what preallocation leaves there: not a torn tail
+    # (they used to be one, before segment files were preallocated).
+    offsets = write_log(tmp_path)
+    path = tmp_path / segment_file_name(1)
+    end = offsets[-1] + len(codec.encode_record(LOG[-1]))
+    cut_file(path, end)  # as the old code left it
+    with open(path, "ab") as file:
         file.write(bytes(4096))
-    restored = load(tmp_path)
+    restored = load(tmp_path, segment_bytes_max=SMALL_SEGMENT)
     assert restored.entries == LOG
-    assert "torn tail truncated" in restored.report[0]
+    assert restored.report == []
+    assert path.stat().st_size == end + 4096, "nothing was cut"
 
 
 @pytest.mark.parametrize("where", ["length", "crc", "payload"])
@@ -129,8 +141,9 @@ def write_segments(directory: Path) -> list[Path]:
 
 def test_damage_at_the_end_of_an_earlier_segment_refuses_to_start(tmp_path: Path) -> None:
     files = write_segments(tmp_path)
-    size = files[1].stat().st_size
-    cut_file(files[1], size - 3)
+    # The end of its last record (the entries' data ends in b"x", never in zeros).
+    end = len(files[1].read_bytes().rstrip(b"\0"))
+    cut_file(files[1], end - 3)
     with pytest.raises(StorageCorruptError, match="followed by another") as caught:
         load(tmp_path, segment_bytes_max=512)
     assert caught.value.path == str(files[1])
@@ -224,28 +237,35 @@ def test_after_a_refused_start_the_storage_only_closes(tmp_path: Path) -> None:
 def test_a_crash_anywhere_in_an_unsynced_batch_recovers_a_prefix_of_it(tmp_path: Path) -> None:
     # What a power loss can leave: the synced bytes, then any prefix of the unsynced
     # ones. Recovery must give the synced entries plus the whole records of that prefix.
+    # With preallocation the unwritten rest reads as zeros; a file written without it
+    # simply ends at the cut. Both must recover the same way.
     log = entries(1, 12, term=1, size=20)
     original = tmp_path / "original"
-    with open_wal(original) as wal:
+    with open_wal(original, segment_bytes_max=SMALL_SEGMENT) as wal:
         wal.load()
         wal.write(log[:4], hard(1, 1, 4))
         wal.sync()
     segment_name = segment_file_name(1)
-    synced_size = (original / segment_name).stat().st_size
-    with open_wal(original) as wal:
+    synced_size = codec.SEGMENT_HEADER_BYTES + sum(len(codec.encode_record(e)) for e in log[:4])
+    with open_wal(original, segment_bytes_max=SMALL_SEGMENT) as wal:
         wal.load()
         wal.write(log[4:], None)
     full = (original / segment_name).read_bytes()
+    assert len(full) == SMALL_SEGMENT
     record_ends = [synced_size]
     for entry in log[4:]:
         record_ends.append(record_ends[-1] + len(codec.encode_record(entry)))
-    assert record_ends[-1] == len(full)
-    for cut in range(synced_size, len(full) + 1):
-        directory = tmp_path / "crashed"
-        shutil.copytree(original, directory)
-        (directory / segment_name).write_bytes(full[:cut])
-        restored = load(directory)
-        whole = sum(1 for end in record_ends[1:] if end <= cut)
-        assert restored.entries == log[: 4 + whole], cut
-        assert bool(restored.report) == (cut not in record_ends), cut
-        shutil.rmtree(directory)
+    assert not any(full[record_ends[-1] :])
+    for preallocated in (False, True):
+        for cut in range(synced_size, record_ends[-1] + 1):
+            directory = tmp_path / "crashed"
+            shutil.copytree(original, directory)
+            image = full[:cut] + (bytes(len(full) - cut) if preallocated else b"")
+            (directory / segment_name).write_bytes(image)
+            restored = load(directory, segment_bytes_max=SMALL_SEGMENT)
+            whole = sum(1 for end in record_ends[1:] if end <= cut)
+            assert restored.entries == log[: 4 + whole], (preallocated, cut)
+            torn = any(full[record_ends[whole] : cut])
+            assert bool(restored.report) == torn, (preallocated, cut)
+            assert torn == (cut not in record_ends), "each record starts with non-zero bytes"
+            shutil.rmtree(directory)

@@ -14,7 +14,7 @@ from tests.storage.helpers import entries, hard, open_wal, segment_files
 from phalanx.core.errors import ConfigError
 from phalanx.core.types import HardState
 from phalanx.storage import MemoryStorage, StorageError, codec
-from phalanx.storage.wal import segment_file_name
+from phalanx.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, segment_file_name
 
 
 def test_empty_directory_is_created_and_loads_empty(tmp_path: Path) -> None:
@@ -56,7 +56,10 @@ def test_segment_header_and_record_layout(tmp_path: Path) -> None:
     assert data[codec.SEGMENT_HEADER_BYTES + 8 : codec.SEGMENT_HEADER_BYTES + 9] == (
         codec.PAYLOAD_FIRST_BYTE
     )
-    assert len(data) == codec.SEGMENT_HEADER_BYTES + sum(len(codec.encode_record(e)) for e in log)
+    end = codec.SEGMENT_HEADER_BYTES + sum(len(codec.encode_record(e)) for e in log)
+    # Preallocated: the file has the maximum segment size, zeros after the last record.
+    assert len(data) == SEGMENT_BYTES_MAX_DEFAULT
+    assert data[end:] == bytes(len(data) - end)
 
 
 def test_truncate_and_append_in_the_middle_of_a_segment(tmp_path: Path) -> None:

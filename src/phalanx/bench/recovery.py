@@ -108,7 +108,10 @@ async def _restarts(cluster: BenchCluster) -> dict[str, Any]:
     statuses = await _all_applied(cluster, None)
     last_index = int(statuses[0]["last_index"])
     wal_mib = round(_directory_bytes(cluster.configs[0].data_dir) / 2**20, 1)
-    progress(f"every node holds {last_index:,} entries ({wal_mib} MiB of WAL); stopping all")
+    progress(
+        f"every node holds {last_index:,} entries ({wal_mib} MiB on disk, preallocated "
+        "segments included); stopping all"
+    )
     cluster.stop_all()
     started = time.monotonic()
     cluster.start_all()

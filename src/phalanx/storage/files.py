@@ -9,9 +9,17 @@ so the caller treats it as fatal.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from phalanx.storage.errors import StorageError
+
+#: What `posix_fallocate` fails with when the file system cannot preallocate (rather
+#: than a real failure such as ENOSPC or EIO).
+_PREALLOCATE_UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
+#: `nonzero_end` reads this much at a time.
+_ZERO_SCAN_CHUNK_BYTES = 1024 * 1024
+_ZEROS = bytes(_ZERO_SCAN_CHUNK_BYTES)
 
 
 def fsync_directory(directory_fd: int) -> None:
@@ -26,6 +34,52 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
         assert written > 0
         view = view[written:]
         offset += written
+
+
+def preallocate(fd: int, size: int) -> bool:
+    """Allocates the file's blocks up to `size` bytes with `posix_fallocate`, extending
+    it with zeros (a larger file is never shortened). Returns False, leaving the file as
+    it was, if the file system declines (EOPNOTSUPP, EINVAL, ENOSYS); other errors
+    (ENOSPC, EIO) raise. Not synced: the new size and blocks reach the disk with the
+    next `fsync` or `fdatasync` of the file."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:
+        return False
+    try:
+        fallocate(fd, 0, size)
+    except OSError as error:
+        if error.errno in _PREALLOCATE_UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+def read_at(fd: int, length: int, offset: int) -> bytes:
+    """Up to `length` bytes at `offset`, looping over short reads; fewer only at the end
+    of the file."""
+    parts = []
+    while length > 0:
+        part = os.pread(fd, length, offset)
+        if not part:
+            break
+        parts.append(part)
+        length -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def nonzero_end(fd: int, size: int) -> int:
+    """The offset just past the last non-zero byte among the first `size` bytes of the
+    file (0: they are all zero). Reads backwards a chunk at a time, so memory stays
+    bounded however long the run of zeros at the end is."""
+    end = size
+    while end > 0:
+        start = max(end - _ZERO_SCAN_CHUNK_BYTES, 0)
+        chunk = read_at(fd, end - start, start)
+        if chunk != _ZEROS[: len(chunk)]:
+            return start + len(chunk.rstrip(b"\0"))
+        end = start
+    return 0
 
 
 def read_file(path: str, bytes_max: int) -> bytes:
