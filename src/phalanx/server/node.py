@@ -172,6 +172,7 @@ class Node:
             on_client_message=self._on_client_message,
             on_peer_unreachable=self._on_peer_unreachable,
             max_frame_bytes=self.config.max_message_bytes * 2 + 65536,
+            on_peer_read=self._on_peer_read,
         )
         await self.transport.start()
         log.info("node %s serving on %s:%s", self.config.node_id, host, port)
@@ -214,6 +215,7 @@ class Node:
     # -- inputs ------------------------------------------------------------------------------
 
     def _on_peer_message(self, message: Message) -> None:
+        """A message from a peer's connection; `_on_peer_read` follows each read."""
         if isinstance(message, CheckpointReport):
             self._on_verdict(
                 self.divergence.record(
@@ -234,7 +236,21 @@ class Node:
             self.snapshots.on_resume(message)
         else:
             self.raw.step(message)
+            return  # `_on_peer_read` handles the Ready this makes
         self._wake.set()
+
+    def _on_peer_read(self) -> None:
+        """Handles the Ready that a peer's messages made (an append to persist and
+        acknowledge, an acknowledgement that commits) right away, in the same loop turn,
+        rather than a turn later through the ready loop: one wake-up less on each of the
+        two peer hops of every commit. Client requests still wait for the ready loop,
+        which batches every client's requests of a turn into one proposal."""
+        if self._stopping:
+            return
+        if self.raw.has_ready():
+            self._handle_ready(self.raw.ready())
+        if self._queue or self.raw.has_ready():
+            self._wake.set()  # the ready loop takes the rest
 
     def _on_peer_unreachable(self, peer: NodeId) -> None:
         self.raw.report_unreachable(peer)

@@ -106,6 +106,8 @@ class Connection(asyncio.Protocol):
         self.paused = False
         #: Set by a listener over its connection limit: close as soon as connected.
         self.refuse = False
+        #: Called after the messages of each read were handed to `on_message`.
+        self.on_received: Callable[[], None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +139,8 @@ class Connection(asyncio.Protocol):
                 self._on_message(self, decode_message(payload))
         except FrameError as error:
             self.protocol_error(str(error))
+        if self.on_received is not None and self.state is not ConnectionState.CLOSED:
+            self.on_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = ConnectionState.CLOSED
@@ -298,6 +302,7 @@ class NodeTransport:
         on_client_message: Callable[[Connection, ClientRequestMessage], None],
         on_peer_unreachable: Callable[[NodeId], None],
         max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
+        on_peer_read: Callable[[], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -307,6 +312,9 @@ class NodeTransport:
         self._on_peer_message = on_peer_message
         self._on_client_message = on_client_message
         self.on_peer_unreachable = on_peer_unreachable
+        #: Called after each read from a peer whose messages were all stepped: the node
+        #: handles what they made ready at once instead of a loop turn later.
+        self.on_peer_read = on_peer_read
         self.links = {
             peer: PeerLink(self, peer, address[0], address[1]) for peer, address in peers.items()
         }
@@ -392,6 +400,7 @@ class NodeTransport:
         if message.role == "peer":
             connection.state = ConnectionState.PEER
             connection.peer_id = NodeId(message.node_id)
+            connection.on_received = self.on_peer_read
         else:
             connection.state = ConnectionState.CLIENT
         connection.send(Welcome(self.node_id))
