@@ -307,8 +307,10 @@ class AsyncClient:
                 if sent_once:
                     raise OutcomeUnknownError("no answer before the deadline; it may have applied")
                 raise ClusterUnavailableError("no leader reachable before the deadline")
+            connection = self._connection  # connected: no coroutine to create and await
             try:
-                connection = await self._connect(deadline)
+                if connection is None or connection.state is ConnectionState.CLOSED:
+                    connection = await self._connect(deadline)
             except ClusterUnavailableError:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
