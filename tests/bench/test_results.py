@@ -191,3 +191,27 @@ def test_cpu_per_request_adds_up_over_processes() -> None:
     per_op = cpu_us_per_op({"leader": 40.0, "clients": 60.0}, ops_per_second=20_000)
     assert per_op == {"leader": 20.0, "clients": 30.0, "total": 50.0}
     assert cpu_us_per_op({"leader": 40.0}, ops_per_second=0) == {}
+
+
+def test_a_sweep_level_with_an_election_in_it_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phalanx.bench import workloads
+
+    def fake_loads(specs: list[Any], timeout_s: float, watch: Any = None) -> Any:
+        histogram = Histogram()
+        histogram.record_all([500, 700])
+        return [LoadResult(2, 0, 1.0, histogram) for _ in specs], {"clients": 10.0}
+
+    monkeypatch.setattr(workloads, "spawn_loads", fake_loads)
+    monkeypatch.setattr(workloads, "START_UP_S", 0.0)
+    terms = iter([3, 3, 3, 5])  # level 1: 3 -> 3; level 2: 3 -> 5
+    levels = workloads.sweep(
+        "phalanx", ["127.0.0.1:1"], clients=2, in_flight_levels=[1, 4],
+        warmup_s=0.0, measure_s=1.0, term=lambda: next(terms),
+    )  # fmt: skip
+    assert [level["terms"] for level in levels] == [[3, 3], [3, 5]]
+    assert [level["ops"] for level in levels] == [4, 4]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "level" in line]
+    assert "ELECTION" not in lines[0]
+    assert "ELECTION during this level (term 3 -> 5)" in lines[1]
