@@ -483,6 +483,8 @@ class Node:
             while self.raw.has_ready():
                 self._handle_ready(self.raw.ready())
                 self._propose_queued()
+                if not self.raw.has_ready():
+                    break  # back to waiting, without a loop turn spent to find that out
                 # Let heartbeats, peers and clients in between Readies, even when none
                 # needed a sync (replaying a long log after a restart, say).
                 await asyncio.sleep(0)
