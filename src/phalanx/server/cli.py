@@ -96,6 +96,9 @@ def run_node(args: argparse.Namespace) -> int:
         print(f"phalanx node: refusing to start: {error}", file=sys.stderr)
         return 3
     asyncio.run(_serve(node))
+    if node.failed is not None:
+        print(f"phalanx node: stopped because its storage failed: {node.failed}", file=sys.stderr)
+        return 4
     return 0
 
 

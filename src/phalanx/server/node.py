@@ -50,7 +50,7 @@ from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
 from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
 from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
-from phalanx.storage import WalStorage
+from phalanx.storage import StorageError, WalStorage
 from phalanx.transport.tcp import (
     ClientRequestMessage,
     Connection,
@@ -130,6 +130,9 @@ class Node:
         self._waiters: dict[Index, _Waiter] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop: asyncio.Event | None = None
+        #: Why this node stopped itself (its disk failed), or None.
+        self.failed: str | None = None
         self.syncs = 0
         self.divergence = DivergenceMonitor(config.node_id, tuple(sorted(config.members)))
         #: Set while this node's service disagrees with the majority's.
@@ -161,6 +164,7 @@ class Node:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         host, port = self.config.address
         self.transport = NodeTransport(
             node_id=self.config.node_id,
@@ -480,8 +484,10 @@ class Node:
             self._wake.clear()
             self._repair_if_ready()
             self._propose_queued()
-            while self.raw.has_ready():
+            while not self._stopping and self.raw.has_ready():
                 self._handle_ready(self.raw.ready())
+                if self._stopping:
+                    break
                 self._propose_queued()
                 if not self.raw.has_ready():
                     break  # back to waiting, without a loop turn spent to find that out
@@ -510,12 +516,16 @@ class Node:
             else:
                 later.append(message)
         transport.flush()  # replication overlaps this node's own sync
-        if ready.must_sync():
-            self.storage.write(ready.entries, ready.hard_state)
-            self.storage.sync()
-            self.syncs += 1
-        elif ready.hard_state is not None:
-            self.storage.write((), ready.hard_state)  # a new commit index: persisted lazily
+        try:
+            if ready.must_sync():
+                self.storage.write(ready.entries, ready.hard_state)
+                self.storage.sync()
+                self.syncs += 1
+            elif ready.hard_state is not None:
+                self.storage.write((), ready.hard_state)  # a new commit index: lazily
+        except StorageError as error:
+            self._fail_stop(error)
+            return  # nothing this Ready promised may leave, nothing may apply
         for message in later:
             transport.send(message)
         transport.flush()
@@ -527,6 +537,18 @@ class Node:
             self._publish_checkpoints()
         if self.service.supports_snapshots():
             self.snapshots.maybe_take()
+
+    def _fail_stop(self, error: StorageError) -> None:
+        """A write or sync failed: what the disk holds is unknown (a failed fsync may
+        have dropped the dirty pages), so the node must not acknowledge, vote or apply
+        anything more. It stops; its peers carry on, and an operator restarts it on a
+        working disk, where recovery checks what survived."""
+        self.failed = str(error)
+        log.critical("node %s stops: its storage failed: %s", self.config.node_id, error)
+        self._stopping = True
+        self._wake.set()
+        if self._stop is not None:
+            self._stop.set()
 
     def _propose_queued(self) -> None:
         if not self._queue:
