@@ -341,12 +341,16 @@ class ServiceContainer:
         method(self.context, *args)
 
     def _touch(self, index: Index, session_id: int) -> ApplyResult:
+        status = ApplyStatus.OK if self._active(session_id) else ApplyStatus.SESSION_UNKNOWN
+        return ApplyResult(index, status, session_id=session_id)
+
+    def _active(self, session_id: int) -> _Session | None:
+        """The session, marked active now (most recently used), or None if unknown."""
         session = self.sessions.get(session_id)
-        if session is None:
-            return ApplyResult(index, ApplyStatus.SESSION_UNKNOWN, session_id=session_id)
-        session.last_active_ms = self.cluster_time_ms
-        self.sessions.move_to_end(session_id)
-        return ApplyResult(index, ApplyStatus.OK, session_id=session_id)
+        if session is not None:
+            session.last_active_ms = self.cluster_time_ms
+            self.sessions.move_to_end(session_id)
+        return session
 
     def _expire_sessions(self) -> None:
         deadline = self.cluster_time_ms - self.limits.session_timeout_ms
@@ -361,13 +365,11 @@ class ServiceContainer:
     # -- commands ---------------------------------------------------------------------
 
     def _apply_command(self, index: Index, command: Command) -> ApplyResult:
-        session = self.sessions.get(command.session_id)
+        session = self._active(command.session_id)
         if session is None:
             return ApplyResult(
                 index, ApplyStatus.SESSION_UNKNOWN, session_id=command.session_id, seq=command.seq
             )
-        session.last_active_ms = self.cluster_time_ms
-        self.sessions.move_to_end(command.session_id)
         if command.first_incomplete > session.first_incomplete:
             session.first_incomplete = command.first_incomplete
             _forget_acknowledged(session.replies, command.first_incomplete)
