@@ -4,6 +4,7 @@ from phalanx.client.client import AsyncClient, Client
 from phalanx.client.errors import (
     ClientError,
     ClusterUnavailableError,
+    HandshakeRefusedError,
     OutcomeUnknownError,
     RequestRejectedError,
     SessionExpiredError,
@@ -14,6 +15,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ClusterUnavailableError",
+    "HandshakeRefusedError",
     "OutcomeUnknownError",
     "RequestRejectedError",
     "SessionExpiredError",

@@ -5,11 +5,28 @@ Theory of operation
 A client talks to one node at a time. It opens a session through the log (the session
 id is the log index of the open entry), then sends each command with its session id
 and a fresh sequence number. Any answer other than a result (not the leader, leadership
-changed, connection lost, no answer within `attempt_timeout`) makes it try again, at the
-leader it was pointed to or at the next member, with the SAME sequence number: the
-replicated session table applies a sequence number once and returns the cached reply to
-every retry, so retrying is always safe. Each command also carries the lowest sequence
-number still unanswered, which lets the cluster forget older replies.
+changed, leader busy, connection lost, no answer within `attempt_timeout`) makes it try
+again, at the leader it was pointed to or at the next member, with the SAME sequence
+number: the replicated session table applies a sequence number once and returns the
+cached reply to every retry, so retrying is always safe. Each command also carries the
+lowest sequence number still unanswered, which lets the cluster forget older replies.
+
+Every retry but one waits first, for a capped exponential backoff with full jitter
+(`backoff_delay_s`), so that clients turned away together (by an election, or by an
+overloaded leader) do not all come back together. The exception keeps the common case
+fast: "not the leader, try H:P" is followed at once, but only once in a row, so nodes
+pointing at each other cannot make a client spin. A hint naming an address the client
+was not given is learned (at most `MAX_LEARNED_ADDRESSES` of them): a client given any
+one member finds the leader.
+
+When the deadline passes, the error says whether the command may have happened. It may
+have only if some attempt was written to a connection and then got no definite answer
+(timed out, connection lost, "leadership changed, outcome unknown"):
+`OutcomeUnknownError`. If every attempt was turned away before it could apply (no
+connection, not the leader, leader busy), nothing happened: `ClusterUnavailableError`.
+Two failures are final at once: a handshake every member refuses (a wrong cluster id:
+`HandshakeRefusedError`, with the node's reason) and a command over
+`max_command_bytes` (`RequestRejectedError`, before anything is sent).
 
 Many calls may be in flight at once (from many tasks, or many threads for `Client`);
 they share the connection and are matched to replies by request id.
@@ -21,8 +38,11 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import os
+import random
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -30,11 +50,13 @@ import msgspec
 from phalanx.client.errors import (
     ClientError,
     ClusterUnavailableError,
+    HandshakeRefusedError,
     OutcomeUnknownError,
     RequestRejectedError,
     SessionExpiredError,
 )
-from phalanx.transport.addresses import client_addresses
+from phalanx.core.errors import ConfigError
+from phalanx.transport.addresses import client_addresses, parse_address
 from phalanx.transport.tcp import Connection, ConnectionState
 from phalanx.transport.wire import (
     MAX_FRAME_BYTES_DEFAULT,
@@ -58,14 +80,83 @@ from phalanx.transport.wire import (
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
-RETRY_DELAY_S = 0.01
-RETRY_DELAY_MAX_S = 0.05
+#: Retry delays are drawn between the floor and a ceiling that doubles with each failure
+#: in a row, up to the cap (`backoff_delay_s`).
+BACKOFF_MIN_S = 0.005
+BACKOFF_MAX_S = 0.2
+#: The cap for resubscribing, which runs in the background with no caller waiting.
+RESUBSCRIBE_BACKOFF_MAX_S = 1.0
+#: Addresses learned from leader hints, beyond the members the client was given; when
+#: full, the oldest learned one makes way.
+MAX_LEARNED_ADDRESSES = 16
+#: The node's default `max_command_bytes`; a cluster configured otherwise needs its
+#: clients given the same value.
+MAX_COMMAND_BYTES_DEFAULT = 1024 * 1024
+#: What a `CommandRequest` frame adds around its payload (header, ids), rounded up.
+COMMAND_FRAME_OVERHEAD_BYTES = 64
 #: Pushed messages waiting in `messages()` before new ones are dropped (and counted).
 MAX_QUEUED_PUSHED = 10_000
+#: The RETRY answers a node gives when the request cannot have applied: refused before
+#: it was proposed (busy, proposal dropped), its entry overwritten, or applied as a
+#: refusal. They mirror the node's messages; any other RETRY (a leadership change with
+#: the outcome unknown) may have applied, so an unrecognised text errs on that side.
+RETRY_NOTHING_APPLIED_PREFIXES = (
+    "leader busy",
+    "proposal dropped",
+    "entry lost",
+    "too many commands in flight",
+)
 
 
 class _ConnectionLost(Exception):
     pass
+
+
+class _SessionGone(SessionExpiredError):
+    """The session is unknown and no attempt of this request can have applied, so it
+    may be sent again under a new session."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreachable:
+    """Why one address gave no connection; `refused` if it answered the handshake no."""
+
+    address: str
+    reason: str
+    refused: bool
+
+
+class _Attempts:
+    """What the attempts of one request have come to so far."""
+
+    __slots__ = ("failures", "maybe_applied", "problem", "redirected")
+
+    def __init__(self) -> None:
+        #: Back-offs so far: each one's ceiling is twice the last one's.
+        self.failures = 0
+        #: Some attempt was sent and got no definite answer.
+        self.maybe_applied = False
+        #: The last attempt was answered with a usable leader hint.
+        self.redirected = False
+        #: What the last attempt came to, for the error at the deadline.
+        self.problem = "no attempt finished"
+
+    def deadline_error(self) -> ClientError:
+        if self.maybe_applied:
+            return OutcomeUnknownError(
+                f"no answer before the deadline; it may have applied (last: {self.problem})"
+            )
+        return ClusterUnavailableError(
+            f"no leader answered before the deadline; nothing applied (last: {self.problem})"
+        )
+
+
+def backoff_delay_s(failures: int, rng: random.Random, cap_s: float = BACKOFF_MAX_S) -> float:
+    """Capped exponential backoff with full jitter: uniform between the floor and a
+    ceiling that doubles with each failure in a row, so that clients turned away at
+    the same moment spread out instead of returning together."""
+    ceiling_s = min(cap_s, BACKOFF_MIN_S * 2.0 ** min(failures, 32))
+    return rng.uniform(BACKOFF_MIN_S, ceiling_s)
 
 
 class AsyncClient:
@@ -78,8 +169,20 @@ class AsyncClient:
         attempt_timeout: float = 1.0,
         on_message: Callable[[Any], None] | None = None,
         keepalive_interval: float = 15.0,
+        max_command_bytes: int = MAX_COMMAND_BYTES_DEFAULT,
     ) -> None:
+        largest = MAX_FRAME_BYTES_DEFAULT - COMMAND_FRAME_OVERHEAD_BYTES
+        if not 0 < max_command_bytes <= largest:
+            raise ConfigError(
+                "max_command_bytes", f"must be 1 to {largest} (a command travels in one frame)"
+            )
+        #: The members given, then up to MAX_LEARNED_ADDRESSES learned from hints.
         self.addresses = client_addresses(members)
+        self._members_count = len(self.addresses)
+        self._learned_count = 0
+        #: Commands whose encoding is larger are refused before they are sent.
+        self.max_command_bytes = max_command_bytes
+        self._rng = random.Random()
         #: Called (in the client's event loop) with each message the service pushes.
         self.on_message = on_message
         #: While subscribed, the session is renewed this often (well below the
@@ -133,6 +236,13 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         payload = _encoder.encode(command)
+        if len(payload) > self.max_command_bytes:
+            # The node would refuse it (or, past its frame limit, drop the connection
+            # and leave the call to time out): say so now, having sent nothing.
+            raise RequestRejectedError(
+                f"command of {len(payload)} bytes exceeds "
+                f"max_command_bytes={self.max_command_bytes}; not sent"
+            )
         while True:
             if not self.session_id:
                 await self._ensure_session(deadline)
@@ -152,23 +262,20 @@ class AsyncClient:
     ) -> ClientReply | None:
         """The reply, or None when the session was gone before the command could apply
         (the caller then sends it again under a new session)."""
-        attempts = 0
 
         def request(request_id: int) -> CommandRequest:
-            nonlocal attempts
-            attempts += 1
             return CommandRequest(request_id, session_id, seq, self._first_incomplete(), payload)
 
         try:
-            return await self._until_answered(deadline, request, sent_once=False)
-        except SessionExpiredError:
+            return await self._until_answered(deadline, request)
+        except SessionExpiredError as error:
             # Sequence numbers keep increasing across sessions, so numbers of the old
             # session still in flight never collide with the new one's.
             if self.session_id == session_id:
                 self.session_id = 0
-            if attempts > 1:
-                raise  # an earlier attempt may have applied under the old session
-            return None
+            if isinstance(error, _SessionGone):
+                return None
+            raise  # an earlier attempt may have applied under the old session
 
     def _first_incomplete(self) -> int:
         """The lowest sequence number still in flight: the service may forget the
@@ -197,21 +304,21 @@ class AsyncClient:
 
     async def _keep_subscribed(self) -> None:
         loop = asyncio.get_running_loop()
+        failures = 0
         while True:
             try:
                 deadline = loop.time() + self.timeout
                 await self._ensure_session(deadline)
                 await self._until_answered(
-                    deadline,
-                    lambda rid: Subscribe(rid, self.session_id, self._last_pushed_seq),
-                    sent_once=False,
+                    deadline, lambda rid: Subscribe(rid, self.session_id, self._last_pushed_seq)
                 )
+                failures = 0
                 connection = self._connection
                 if connection is not None:
                     await self._keep_alive_until_closed(connection)
             except ClientError:
-                pass
-            await asyncio.sleep(RETRY_DELAY_MAX_S)
+                failures += 1
+            await asyncio.sleep(backoff_delay_s(failures, self._rng, RESUBSCRIBE_BACKOFF_MAX_S))
 
     async def _keep_alive_until_closed(self, connection: Connection) -> None:
         """While subscribed, an idle client still renews its session through the log
@@ -222,9 +329,7 @@ class AsyncClient:
             if done:
                 return
             await self._until_answered(
-                loop.time() + self.timeout,
-                lambda rid: KeepAliveRequest(rid, self.session_id),
-                sent_once=False,
+                loop.time() + self.timeout, lambda rid: KeepAliveRequest(rid, self.session_id)
             )
 
     def _on_pushed(self, message: PushedMessage) -> None:
@@ -295,56 +400,97 @@ class AsyncClient:
         async with self._session_lock:
             if self.session_id:
                 return
-            reply = await self._until_answered(deadline, OpenSessionRequest, sent_once=False)
+            try:
+                reply = await self._until_answered(deadline, OpenSessionRequest)
+            except OutcomeUnknownError as error:
+                # A session may have opened (it will expire unused), but the command
+                # itself was never sent.
+                raise ClusterUnavailableError(
+                    "no session opened before the deadline, so the command was not sent "
+                    f"(the session request: {error})"
+                ) from None
             self.session_id = reply.session_id
 
-    async def _until_answered(self, deadline: float, make: Any, *, sent_once: bool) -> ClientReply:
+    async def _until_answered(self, deadline: float, make: Any) -> ClientReply:
+        """Sends `make(request_id)` until a node answers it for good, retrying and backing
+        off as the theory of operation says."""
         loop = asyncio.get_running_loop()
-        delay = RETRY_DELAY_S
+        attempts = _Attempts()
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                if sent_once:
-                    raise OutcomeUnknownError("no answer before the deadline; it may have applied")
-                raise ClusterUnavailableError("no leader reachable before the deadline")
+            if loop.time() >= deadline:
+                raise attempts.deadline_error()
             connection = self._connection  # connected: no coroutine to create and await
-            try:
-                if connection is None or connection.state is ConnectionState.CLOSED:
+            if connection is None or connection.state is ConnectionState.CLOSED:
+                try:
                     connection = await self._connect(deadline)
-            except ClusterUnavailableError:
-                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-                delay = min(delay * 2, RETRY_DELAY_MAX_S)
-                continue
-            request_id = next(self._request_ids)
-            future = self._register(request_id, connection)
-            connection.send(make(request_id))
-            sent_once = True
-            # A timer rather than asyncio.wait_for: this is the hot path of every call.
-            timer = loop.call_later(min(remaining, self.attempt_timeout), _time_out, future)
-            try:
-                reply = await future
-            except (TimeoutError, _ConnectionLost):
-                self._futures.pop(request_id, None)
-                self._drop(connection, rotate=True)
-                self.retries += 1
-                continue
-            finally:
-                timer.cancel()
-            assert isinstance(reply, ClientReply)
-            if reply.status is ReplyStatus.OK:
+                except HandshakeRefusedError:
+                    raise  # every member said no: waiting will not change its mind
+                except ClusterUnavailableError as error:
+                    attempts.problem = str(error)
+                    await self._back_off(attempts, deadline)
+                    continue
+            reply = await self._attempt(connection, make, deadline, attempts)
+            if reply is not None and reply.status is ReplyStatus.OK:
                 return reply
-            if reply.status is ReplyStatus.REJECTED:
-                raise RequestRejectedError(reply.message)
-            if reply.status is ReplyStatus.SESSION_UNKNOWN:
-                raise SessionExpiredError(reply.message)
+            if reply is None or not self._judge(connection, reply, attempts):
+                await self._back_off(attempts, deadline)
+
+    async def _attempt(
+        self, connection: Connection, make: Any, deadline: float, attempts: _Attempts
+    ) -> ClientReply | None:
+        """One try on `connection`: the reply, or None if none came (which leaves the
+        outcome open: the request was sent)."""
+        loop = asyncio.get_running_loop()
+        request_id = next(self._request_ids)
+        future = self._register(request_id, connection)
+        connection.send(make(request_id))
+        # A timer rather than asyncio.wait_for: this is the hot path of every call.
+        waited_s = min(deadline - loop.time(), self.attempt_timeout)
+        timer = loop.call_later(waited_s, _time_out, future)
+        try:
+            reply = await future
+        except (TimeoutError, _ConnectionLost) as error:
+            self._futures.pop(request_id, None)
+            self._drop(connection, rotate=True)
             self.retries += 1
-            if reply.status is ReplyStatus.NOT_LEADER:
-                self._redirect(connection, reply.leader_hint)
-            # Back off unless pointed at the leader: during an election every node
-            # answers "not leader, unknown", and retrying at once only floods them.
-            pointed = reply.status is ReplyStatus.NOT_LEADER and bool(reply.leader_hint)
-            await asyncio.sleep(0 if pointed else delay)
-            delay = min(delay * 2, RETRY_DELAY_MAX_S)
+            attempts.maybe_applied = True
+            attempts.redirected = False
+            what = "connection lost" if isinstance(error, _ConnectionLost) else "no answer"
+            attempts.problem = f"{connection.remote}: {what} after sending"
+            return None
+        finally:
+            timer.cancel()
+        assert isinstance(reply, ClientReply)
+        return reply
+
+    def _judge(self, connection: Connection, reply: ClientReply, attempts: _Attempts) -> bool:
+        """Takes in an answer other than OK: raises if it is final, else notes what it
+        means for the outcome and where to go next. True: retry at once."""
+        if reply.status is ReplyStatus.REJECTED:
+            raise RequestRejectedError(reply.message)
+        if reply.status is ReplyStatus.SESSION_UNKNOWN:
+            gone = SessionExpiredError if attempts.maybe_applied else _SessionGone
+            raise gone(reply.message or "session expired or unknown")
+        self.retries += 1
+        attempts.problem = f"{connection.remote}: {_describe(reply)}"
+        if reply.status is ReplyStatus.NOT_LEADER:
+            # A redirect goes at once, but not twice in a row: nodes pointing at each
+            # other (or at a leader just deposed) must not make the client spin.
+            hinted = self._redirect(connection, reply.leader_hint)
+            at_once = hinted and not attempts.redirected
+            attempts.redirected = hinted
+            return at_once
+        attempts.redirected = False
+        if not reply.message.startswith(RETRY_NOTHING_APPLIED_PREFIXES):
+            attempts.maybe_applied = True
+        return False
+
+    async def _back_off(self, attempts: _Attempts, deadline: float) -> None:
+        """Waits a jittered delay that grows with every back-off of this request."""
+        delay_s = backoff_delay_s(attempts.failures, self._rng)
+        attempts.failures += 1
+        remaining_s = deadline - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, min(delay_s, remaining_s)))
 
     def _register(
         self, request_id: int, connection: Connection
@@ -357,17 +503,34 @@ class AsyncClient:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _redirect(self, connection: Connection, hint: str) -> None:
+    def _redirect(self, connection: Connection, hint: str) -> bool:
+        """Moves on from `connection`: to the address hinted at if there is one (True),
+        else to the next member."""
+        target = self._learn(hint) if hint else None
         if connection is not self._connection:
-            return  # someone already moved on
-        target = None
-        if hint:
-            host, _, port = hint.rpartition(":")
-            if (host, int(port)) in self.addresses:
-                target = self.addresses.index((host, int(port)))
+            return target is not None  # someone already moved on
         self._drop(connection, rotate=target is None)
         if target is not None:
             self._target = target
+        return target is not None
+
+    def _learn(self, hint: str) -> int | None:
+        """The position of the hinted address in `addresses`, added if new; None if the
+        hint is not an address."""
+        try:
+            address = parse_address(hint, "leader_hint")
+        except ConfigError:
+            return None
+        if address in self.addresses:
+            return self.addresses.index(address)
+        # Learned addresses are hints, not members: the oldest makes way when full.
+        position = self._members_count + self._learned_count % MAX_LEARNED_ADDRESSES
+        self._learned_count += 1
+        if position == len(self.addresses):
+            self.addresses.append(address)
+        else:
+            self.addresses[position] = address
+        return position
 
     def _drop(self, connection: Connection, *, rotate: bool) -> None:
         """Stops using `connection`; `rotate` moves on to the next member."""
@@ -378,6 +541,9 @@ class AsyncClient:
         connection.close()
 
     async def _connect(self, deadline: float) -> Connection:
+        """The open connection, or a new one to the first address (from `_target` on)
+        that welcomes this client. Raises HandshakeRefusedError if every address
+        refused the handshake, ClusterUnavailableError if none welcomed it."""
         if self._connection is not None and self._connection.state is not ConnectionState.CLOSED:
             return self._connection
         if self._connect_lock is None:
@@ -388,22 +554,29 @@ class AsyncClient:
                 and self._connection.state is not ConnectionState.CLOSED
             ):
                 return self._connection
+            failures: list[_Unreachable] = []
             for _ in range(len(self.addresses)):
-                connection = await self._try_connect(self.addresses[self._target], deadline)
-                if connection is not None:
-                    self._connection = connection
-                    return connection
+                result = await self._try_connect(self.addresses[self._target], deadline)
+                if isinstance(result, Connection):
+                    self._connection = result
+                    return result
+                failures.append(result)
                 self._target = (self._target + 1) % len(self.addresses)
-        raise ClusterUnavailableError(f"no member of {self.addresses} accepted a connection")
+        why = _describe_unreachable(failures)
+        if all(failure.refused for failure in failures):
+            raise HandshakeRefusedError(why)
+        raise ClusterUnavailableError(f"no member accepted a connection: {why}")
 
-    async def _try_connect(self, address: tuple[str, int], deadline: float) -> Connection | None:
+    async def _try_connect(
+        self, address: tuple[str, int], deadline: float
+    ) -> Connection | _Unreachable:
         loop = asyncio.get_running_loop()
-        welcome: asyncio.Future[bool] = loop.create_future()
+        answer: asyncio.Future[Welcome | Refused | None] = loop.create_future()
 
         def on_message(connection: Connection, message: WireMessage) -> None:
             if isinstance(message, Welcome | Refused):
-                if not welcome.done():
-                    welcome.set_result(isinstance(message, Welcome))
+                if not answer.done():
+                    answer.set_result(message)
                 return
             if isinstance(message, ClientReply | StatusReply | SnapshotReply):
                 waiting = self._futures.pop(message.request_id, None)
@@ -413,32 +586,67 @@ class AsyncClient:
                 self._on_pushed(message)
 
         def on_lost(connection: Connection) -> None:
-            if not welcome.done():
-                welcome.set_result(False)
+            if not answer.done():
+                answer.set_result(None)
             for request_id, (future, owner) in list(self._futures.items()):
                 if owner is connection:
                     del self._futures[request_id]
                     if not future.done():
                         future.set_exception(_ConnectionLost())
 
+        host, port = address
+        where = f"{host}:{port}"
         timeout = max(0.01, min(self.attempt_timeout, deadline - loop.time()))
+        waited = f"no answer within {timeout:.2f} s"
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: Connection(
                         on_message, on_lost, MAX_FRAME_BYTES_DEFAULT, ConnectionState.OUTBOUND
                     ),
-                    *address,
+                    host,
+                    port,
                 ),
                 timeout,
             )
-            connection.send(Hello(self.cluster_id, "client"))
-            if await asyncio.wait_for(welcome, timeout):
-                return connection
+        except TimeoutError:
+            return _Unreachable(where, waited, refused=False)
+        except OSError as error:
+            # asyncio's message repeats the address; the errno's text does not.
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            return _Unreachable(where, reason, refused=False)
+        connection.send(Hello(self.cluster_id, "client"))
+        try:
+            reply = await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
             connection.close()
-        except (OSError, TimeoutError):
-            pass
-        return None
+            return _Unreachable(where, waited, refused=False)
+        if isinstance(reply, Welcome):
+            return connection
+        connection.close()
+        if isinstance(reply, Refused):
+            return _Unreachable(where, reply.reason, refused=True)
+        return _Unreachable(where, "closed the connection unanswered", refused=False)
+
+
+def _describe_unreachable(failures: Sequence[_Unreachable]) -> str:
+    """One clause per distinct reason, naming the addresses that gave it."""
+    addresses: dict[tuple[bool, str], list[str]] = {}
+    for failure in failures:
+        addresses.setdefault((failure.refused, failure.reason), []).append(failure.address)
+    return "; ".join(
+        f"{', '.join(where)} {'refused' if refused else 'unreachable'}: {reason}"
+        for (refused, reason), where in addresses.items()
+    )
+
+
+def _describe(reply: ClientReply) -> str:
+    """A retried answer in words, for the error at the deadline."""
+    if reply.status is ReplyStatus.NOT_LEADER:
+        text = f"not the leader (leader {reply.leader_hint or 'unknown'})"
+    else:
+        text = reply.status.name.lower()
+    return f"{text}: {reply.message}" if reply.message else text
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:
