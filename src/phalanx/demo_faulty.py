@@ -32,6 +32,15 @@ from phalanx.demo import (
     _statuses,
     _worker,
 )
+from phalanx.transport.wire import (
+    ClientReply,
+    FrameReader,
+    Hello,
+    OpenSessionRequest,
+    ReplyStatus,
+    decode_message,
+    encode_frame,
+)
 
 FAULTY_SERVICE = "phalanx.examples.faulty:FaultyBank"
 CHECKPOINT_EVERY = 200
@@ -101,15 +110,32 @@ async def _named_and_isolated(cluster: LocalCluster, stats: Stats, console: Cons
     return False
 
 
+#: How long the diverged node gets to answer the demo's direct request.
+REFUSAL_WAIT_S = 5.0
+
+
 async def _refuses_clients(cluster: LocalCluster) -> bool:
-    client = AsyncClient([cluster.addresses[FAULTY_NODE - 1]], timeout=1.0, attempt_timeout=0.5)
+    """Asks the diverged node itself, on the wire, to open a session: it must refuse
+    (a client would follow its hint to the leader, which is what clients should do)."""
+    host, _, port = cluster.addresses[FAULTY_NODE - 1].rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        await client.call({"op": "balances"})
-    except Exception:  # any refusal counts: it must not answer
+        writer.write(encode_frame(Hello("phalanx", "client")))
+        writer.write(encode_frame(OpenSessionRequest(1)))
+        await writer.drain()
+        frames = FrameReader()
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), REFUSAL_WAIT_S)
+            if not data:
+                return True  # closed on us: not an answer either
+            for payload in frames.feed(data):
+                message = decode_message(payload)
+                if isinstance(message, ClientReply):
+                    return message.status is not ReplyStatus.OK and "diverged" in message.message
+    except (OSError, TimeoutError):
         return True
     finally:
-        await client.close()
-    return False
+        writer.close()
 
 
 async def _repair(cluster: LocalCluster, console: Console) -> dict[str, Any] | None:

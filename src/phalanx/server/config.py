@@ -37,6 +37,8 @@ class NodeConfig:
     heartbeat_interval_ticks: int = 3
     session_timeout_ms: int = 60_000
     max_sessions: int = 10_000
+    #: Replies each session caches for retries (commands a client may have unanswered).
+    max_replies_per_session: int = 4096
     #: Proposals waiting for the next batch; beyond it clients are told to retry.
     max_pending_proposals: int = 100_000
     max_command_bytes: int = 1024 * 1024
@@ -78,6 +80,7 @@ class NodeConfig:
             "tick_ms",
             "session_timeout_ms",
             "max_sessions",
+            "max_replies_per_session",
             "max_pending_proposals",
             "snapshot_chunk_bytes",
             "snapshots_keep",

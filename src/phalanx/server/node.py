@@ -47,8 +47,15 @@ from phalanx.core.rawnode import RawNode, Ready
 from phalanx.core.types import NO_NODE, Entry, Index, NodeId, SnapshotMeta, Term
 from phalanx.server.config import NodeConfig, load_service_class
 from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
+from phalanx.server.identity import check_or_record
 from phalanx.server.snapshots import SnapshotManager
-from phalanx.service.container import ApplyResult, ApplyStatus, ContainerLimits, ServiceContainer
+from phalanx.service.container import (
+    ApplyResult,
+    ApplyStatus,
+    ContainerLimits,
+    ServiceContainer,
+    ServiceFault,
+)
 from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import StorageError, WalStorage
 from phalanx.transport.tcp import (
@@ -97,9 +104,13 @@ class Node:
             ContainerLimits(
                 session_timeout_ms=config.session_timeout_ms,
                 max_sessions=config.max_sessions,
+                max_replies_per_session=config.max_replies_per_session,
                 checkpoint_every_entries=config.checkpoint_every_entries,
             ),
         )
+        # Before the log is opened: a node must never count votes against other
+        # members than the ones its data was written with.
+        check_or_record(config)
         self.storage = WalStorage(
             config.data_dir, cluster_id=config.cluster_id, node_id=config.node_id
         )
@@ -131,8 +142,10 @@ class Node:
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop: asyncio.Event | None = None
-        #: Why this node stopped itself (its disk failed), or None.
+        #: Why this node stopped itself (its disk failed, its service faulted, a bug),
+        #: or None; `exit_code` says which for `phalanx node`.
         self.failed: str | None = None
+        self.exit_code = 0
         self.syncs = 0
         self.divergence = DivergenceMonitor(config.node_id, tuple(sorted(config.members)))
         #: Set while this node's service disagrees with the majority's.
@@ -157,6 +170,20 @@ class Node:
     def wake(self) -> None:
         self._wake.set()
 
+    def local_callback(self, method: Any, *args: Any) -> None:
+        """A node-local service callback (on_start, on_role_change, on_terminate): what
+        it raises is logged, never allowed to stop the node."""
+        try:
+            self.container.local_callback(method, *args)
+        except Exception as error:
+            log.error(
+                "service %s: %s raised %s: %s",
+                type(self.service).__name__,
+                method.__name__,
+                type(error).__name__,
+                error,
+            )
+
     def require_transport(self) -> NodeTransport:
         assert self.transport is not None, "node not started"
         return self.transport
@@ -180,7 +207,7 @@ class Node:
         )
         await self.transport.start()
         log.info("node %s serving on %s:%s", self.config.node_id, host, port)
-        self.container.local_callback(self.service.on_start)
+        self.local_callback(self.service.on_start)
         ticker = asyncio.get_running_loop().create_task(self._tick_loop())
         ready_loop = asyncio.get_running_loop().create_task(self._ready_loop())
         await stop.wait()
@@ -188,7 +215,7 @@ class Node:
         self._wake.set()
         ticker.cancel()
         await ready_loop  # finishes the Ready in progress, if any
-        self.container.local_callback(self.service.on_terminate)
+        self.local_callback(self.service.on_terminate)
         self.snapshots.close()
         await self.transport.close()
         self.storage.close()
@@ -252,7 +279,9 @@ class Node:
         if self._stopping:
             return
         if self.raw.has_ready():
-            self._handle_ready(self.raw.ready())
+            self._handle_ready_or_stop(self.raw.ready())
+        if self._stopping:
+            return
         if self._queue or self.raw.has_ready():
             self._wake.set()  # the ready loop takes the rest
 
@@ -485,7 +514,7 @@ class Node:
             self._repair_if_ready()
             self._propose_queued()
             while not self._stopping and self.raw.has_ready():
-                self._handle_ready(self.raw.ready())
+                self._handle_ready_or_stop(self.raw.ready())
                 if self._stopping:
                     break
                 self._propose_queued()
@@ -494,6 +523,22 @@ class Node:
                 # Let heartbeats, peers and clients in between Readies, even when none
                 # needed a sync (replaying a long log after a restart, say).
                 await asyncio.sleep(0)
+
+    def _handle_ready_or_stop(self, ready: Ready) -> None:
+        """Handles a Ready; anything that escapes it stops the node. A Ready half handled
+        cannot be advanced or retried (the core would assert on the next one, forever),
+        and a replica that cannot tell what it applied must not go on serving."""
+        try:
+            self._handle_ready(ready)
+        except ServiceFault as fault:
+            self._fail_stop(str(fault), exit_code=5)
+        except Exception as error:
+            entries = ready.committed_entries
+            where = (
+                f" (applying entries {entries[0].index}..{entries[-1].index})" if entries else ""
+            )
+            log.exception("internal error while handling a Ready%s", where)
+            self._fail_stop(f"internal error{where}: {type(error).__name__}: {error}", exit_code=6)
 
     def _handle_ready(self, ready: Ready) -> None:
         transport = self.transport
@@ -524,7 +569,7 @@ class Node:
             elif ready.hard_state is not None:
                 self.storage.write((), ready.hard_state)  # a new commit index: lazily
         except StorageError as error:
-            self._fail_stop(error)
+            self._fail_stop(f"its storage failed: {error}", exit_code=4)
             return  # nothing this Ready promised may leave, nothing may apply
         for message in later:
             transport.send(message)
@@ -538,13 +583,18 @@ class Node:
         if self.service.supports_snapshots():
             self.snapshots.maybe_take()
 
-    def _fail_stop(self, error: StorageError) -> None:
-        """A write or sync failed: what the disk holds is unknown (a failed fsync may
-        have dropped the dirty pages), so the node must not acknowledge, vote or apply
-        anything more. It stops; its peers carry on, and an operator restarts it on a
-        working disk, where recovery checks what survived."""
-        self.failed = str(error)
-        log.critical("node %s stops: its storage failed: %s", self.config.node_id, error)
+    def _fail_stop(self, reason: str, *, exit_code: int) -> None:
+        """Stops the node without acknowledging, voting or applying anything more.
+
+        A write or sync failed: what the disk holds is unknown (a failed fsync may have
+        dropped the dirty pages). Or the service faulted in a way that says nothing
+        about the command (out of memory), or a bug broke a Ready half way. The peers
+        carry on; an operator restarts this node, where recovery checks what survived."""
+        if self.failed is not None:
+            return
+        self.failed = reason
+        self.exit_code = exit_code
+        log.critical("node %s stops: %s", self.config.node_id, reason)
         self._stopping = True
         self._wake.set()
         if self._stop is not None:
@@ -582,7 +632,7 @@ class Node:
             for connection in self._subscribers.values():
                 connection.close()
             self._subscribers.clear()
-        self.container.local_callback(self.service.on_role_change, role.value)
+        self.local_callback(self.service.on_role_change, role.value)
         if role is not Role.LEADER and self._waiters:
             waiters, self._waiters = self._waiters, {}
             for waiter in waiters.values():
@@ -622,6 +672,11 @@ class Node:
             "applied_index": int(self.container.applied_index),
             "log_digest": self.container.log_digest(),
             "state_digest": self.container.state_digest(),
+            "outcome_digest": self.container.outcome_digest(),
+            "state_digest_error": self.container.state_digest_error,
+            "service_errors": self.container.service_errors,
+            "callback_errors": self.container.callback_errors,
+            "snapshot_error": self.snapshots.last_error,
             "commands_applied": self.container.commands_applied,
             "duplicates_suppressed": self.container.duplicates_suppressed,
             "sessions": len(self.container.sessions),

@@ -74,6 +74,9 @@ class SnapshotManager:
         #: Compact the WAL up to here at the next safe point of the ready loop.
         self.compact_to = Index(0)
         self._bytes_at_last = 0
+        #: The index of the last snapshot attempt that failed (0: none), and why.
+        self.failed_at = Index(0)
+        self.last_error: str | None = None
         #: The newest stored snapshot, so that it is found without rescanning files.
         self.latest: tuple[SnapshotMeta, Path] | None = self.store.latest()
 
@@ -86,7 +89,10 @@ class SnapshotManager:
             return
         config = self.node.config
         container = self.node.container
-        entries = container.applied_index - self.node.raw.raft.snapshot_meta.index
+        # After a failed attempt, wait as long as after a success: a service whose
+        # snapshot() raises must not make the node fork on every Ready.
+        since = max(self.node.raw.raft.snapshot_meta.index, self.failed_at)
+        entries = container.applied_index - since
         by_entries = config.snapshot_every_entries and entries >= config.snapshot_every_entries
         by_bytes = (
             config.snapshot_every_bytes
@@ -125,8 +131,15 @@ class SnapshotManager:
         _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
         self.stats.last_write_ms = (time.perf_counter() - started) * 1000
         if os.waitstatus_to_exitcode(status) != 0:
-            log.error("snapshot at index %s failed in the child process", index)
+            self.failed_at = index
+            self.last_error = f"snapshot at index {index} failed (the reason is logged above)"
+            log.error(
+                "snapshot at index %s failed in the child process; the node keeps serving "
+                "and tries again after snapshot_every_entries more entries",
+                index,
+            )
             return None
+        self.last_error = None
         self.stats.taken += 1
         self.latest = (meta, Path(self.store.directory) / snapshot_file_name(meta))
         # Never compact past the previous snapshot: if the newest one is ever found
@@ -150,7 +163,15 @@ class SnapshotManager:
                 writer.write(data[start : start + chunk])
             writer.finish()
             return 0
-        except BaseException:  # the child must never return into the parent's loop
+        except BaseException as error:  # the child must never return into the parent's loop
+            # Not `logging`: a lock held by another thread at the fork could hang it.
+            with contextlib.suppress(BaseException):
+                service = type(self.node.service).__name__
+                os.write(
+                    2,
+                    f"phalanx snapshot at index {meta.index} failed: service {service}: "
+                    f"{type(error).__name__}: {error}\n".encode(errors="replace"),
+                )
             return 1
 
     # -- sending (leader) ----------------------------------------------------------------------

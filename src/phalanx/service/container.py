@@ -19,12 +19,28 @@ replica agrees on it, and a retry that reaches a new leader is recognised there 
 
 Bounds: at most `max_sessions` sessions (opening one more evicts the least recently
 active, deterministically) and `max_replies_per_session` cached replies each.
+
+Replay equivalence: a replica rebuilt from any snapshot plus the log after it must
+reach the same outcomes as one that applied the whole log live. So nothing that
+decides an outcome may depend on state a snapshot does not carry: the reply cache
+forgets exactly the sequence numbers below `first_incomplete` (not "from the front of
+a dict", whose order a snapshot would not keep), sessions keep their least-recently-
+active order in the snapshot, timers fire in (deadline, id) order. The container
+chains a digest of every outcome (status and reply bytes) into each checkpoint, so
+replicas that answer differently are caught even when their service states agree.
+
+Service code is untrusted: whatever it raises or returns becomes a deterministic
+error reply, identical on every replica, and the node keeps serving. The one
+exception is `MemoryError`, which says nothing about the command and everything about
+this process: it raises `ServiceFault`, and the node stops naming the entry.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import heapq
+import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +59,8 @@ from phalanx.service.envelope import (
     OpenSession,
     decode_envelope,
 )
+
+log = logging.getLogger("phalanx.container")
 
 
 class ApplyStatus(enum.IntEnum):
@@ -100,6 +118,11 @@ class _Session:
     last_active_ms: int
     first_incomplete: int = 1
     replies: dict[int, bytes] = field(default_factory=dict)
+    #: The keys of `replies` as a min-heap: forgetting acknowledged replies removes
+    #: exactly the sequence numbers below `first_incomplete`, in O(log n) each, whatever
+    #: order they were cached in (retries make that order differ between replicas'
+    #: histories and a snapshot's sorted copy).
+    reply_seqs: list[int] = field(default_factory=list)
     #: Pushed messages (`ctx.send`), numbered per session from 1. Every replica keeps
     #: the same recent ones, so any node can resend them to a client that reconnects.
     egress_next: int = 1
@@ -114,11 +137,40 @@ class Pushed:
 
 
 #: Bumped whenever `snapshot_bytes` changes shape.
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 
 
 class SnapshotFormatError(PhalanxError):
     """A snapshot's bytes are not a container snapshot this version can read."""
+
+
+class ServiceFault(PhalanxError):
+    """Service code failed in a way that says nothing about the command (it ran out of
+    memory): continuing could make this replica differ from the others, so its node
+    stops, naming the entry and the service."""
+
+    def __init__(self, index: int, service: str, error: BaseException) -> None:
+        super().__init__(
+            f"service {service} failed on log entry {index} with "
+            f"{type(error).__name__}: {error}; this node stops rather than risk answering "
+            f"differently from the others"
+        )
+        self.index = index
+
+
+def describe_exception(error: BaseException) -> str:
+    """`Type: message`, the same on every replica (nothing process-specific in it);
+    the message is cut so a huge one cannot bloat every reply."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= ERROR_MESSAGE_CHARS_MAX else text[:ERROR_MESSAGE_CHARS_MAX] + "..."
+
+
+#: Longest exception text carried in an error reply.
+ERROR_MESSAGE_CHARS_MAX = 500
+#: Service failures logged one by one; after these, every thousandth.
+ERRORS_LOGGED_IN_FULL = 10
+#: Exceptions that describe this process, not the command: never turned into a reply.
+_PROCESS_FAULTS = (MemoryError,)
 
 
 _blake2b = hashlib.blake2b
@@ -137,6 +189,10 @@ class ServiceContainer:
         self.commands_applied = 0
         self.duplicates_suppressed = 0
         self._log_digest = bytes(16)
+        #: A chained digest of every outcome (status and reply bytes) in log order.
+        self._outcome_digest = bytes(16)
+        #: Set once when the service's `state()` could not be digested (logged once).
+        self.state_digest_error: str | None = None
         #: Checkpoints recorded since the caller last took them (bounded).
         self.new_checkpoints: list[Checkpoint] = []
         self.timers = Timers()
@@ -145,6 +201,8 @@ class ServiceContainer:
         #: Messages pushed since the caller last took them (bounded).
         self.new_egress: list[Pushed] = []
         self.callback_errors = 0
+        #: Commands answered with an error reply because service code failed.
+        self.service_errors = 0
         #: Bytes of entries applied by this process: a snapshot trigger, not replicated
         #: state (a restored node counts from its snapshot on).
         self.applied_bytes = 0
@@ -164,13 +222,24 @@ class ServiceContainer:
             digest_size=16,
         ).digest()
         result = self._apply_entry(entry)
+        if result is not None:
+            self._outcome_digest = _blake2b(
+                b"".join(
+                    (self._outcome_digest, bytes((result.status, result.duplicate)), result.reply)
+                ),
+                digest_size=16,
+            ).digest()
         every = self.limits.checkpoint_every_entries
         if every and entry.index % every == 0:
             self._record_checkpoint()
         return result
 
     def _record_checkpoint(self) -> None:
-        state = bytes.fromhex(self.state_digest())
+        # Replies are outcomes too: a service whose randomness shows only in a reply
+        # leaves the states equal and the outcome digests different.
+        state = _blake2b(
+            bytes.fromhex(self.state_digest()) + self._outcome_digest, digest_size=16
+        ).digest()
         checkpoint = Checkpoint(self.applied_index, self._log_digest, state)
         self.new_checkpoints.append(checkpoint)
         del self.new_checkpoints[:-MAX_PENDING_CHECKPOINTS]
@@ -181,7 +250,9 @@ class ServiceContainer:
         try:
             envelope = decode_envelope(entry.data)
         except (msgspec.DecodeError, ValueError) as error:
-            return ApplyResult(entry.index, ApplyStatus.MALFORMED, str(error).encode())
+            return ApplyResult(
+                entry.index, ApplyStatus.MALFORMED, describe_exception(error).encode()
+            )
         if envelope.time_ms > self.cluster_time_ms:
             self.cluster_time_ms = envelope.time_ms
             # Only a later time can expire a session (each was active at or before now).
@@ -200,6 +271,10 @@ class ServiceContainer:
     def log_digest(self) -> str:
         """A chained digest of every entry applied so far."""
         return self._log_digest.hex()
+
+    def outcome_digest(self) -> str:
+        """A chained digest of every outcome (status and reply) so far."""
+        return self._outcome_digest.hex()
 
     # -- snapshots --------------------------------------------------------------------
 
@@ -224,6 +299,7 @@ class ServiceContainer:
                 "applied_index": self.applied_index,
                 "cluster_time_ms": self.cluster_time_ms,
                 "log_digest": self._log_digest,
+                "outcome_digest": self._outcome_digest,
                 "commands_applied": self.commands_applied,
                 "duplicates_suppressed": self.duplicates_suppressed,
                 "sessions": sessions,
@@ -242,13 +318,17 @@ class ServiceContainer:
         self.applied_index = Index(snapshot["applied_index"])
         self.cluster_time_ms = snapshot["cluster_time_ms"]
         self._log_digest = snapshot["log_digest"]
+        self._outcome_digest = snapshot["outcome_digest"]
         self.commands_applied = snapshot["commands_applied"]
         self.duplicates_suppressed = snapshot["duplicates_suppressed"]
         self.timers.restore({timer_id: deadline for timer_id, deadline in snapshot["timers"]})
         self.timers_fired = snapshot["timers_fired"]
+        # The snapshot lists sessions least recently active first: that order decides
+        # expiry and eviction, so it is kept, not re-derived.
         self.sessions = OrderedDict(
-            (session_id, _Session(last_active, first_incomplete, dict(replies)))
+            (session_id, _Session(last_active, first_incomplete, dict(replies), seqs))
             for session_id, last_active, first_incomplete, replies, _, _ in snapshot["sessions"]
+            for seqs in [sorted(seq for seq, _ in replies)]  # sorted: already a heap
         )
         for session_id, *_, egress_next, egress in snapshot["sessions"]:
             session = self.sessions[session_id]
@@ -256,10 +336,28 @@ class ServiceContainer:
             session.egress = deque((seq, payload) for seq, payload in egress)
 
     def state_digest(self) -> str:
-        cheap = self.service.state_hash()
-        if cheap is not None:
-            return hashlib.blake2b(cheap, digest_size=16).hexdigest()
-        state = _reply_encoder.encode(self.service.state())
+        """The service state's digest. A service whose `state()` (or `state_hash()`)
+        raises or cannot be encoded gets the digest of that error instead, logged once:
+        the same on every replica, so checkpoints keep working (they still compare the
+        log and the outcomes) and the node keeps serving."""
+        try:
+            cheap = self.service.state_hash()
+            if cheap is not None:
+                return hashlib.blake2b(bytes(cheap), digest_size=16).hexdigest()
+            state = _reply_encoder.encode(self.service.state())
+        except _PROCESS_FAULTS:
+            raise
+        except BaseException as error:  # the service's bug, the same on every replica
+            problem = describe_exception(error)
+            if self.state_digest_error is None:
+                log.error(
+                    "service %s: state() cannot be digested (%s); replicas compare only "
+                    "their logs and outcomes until it can",
+                    type(self.service).__name__,
+                    problem,
+                )
+            self.state_digest_error = problem
+            state = b"state-digest-error:" + problem.encode()
         return hashlib.blake2b(state, digest_size=16).hexdigest()
 
     # -- sessions ---------------------------------------------------------------------
@@ -299,8 +397,17 @@ class ServiceContainer:
         replica) must not stop the node: the entry is applied all the same."""
         try:
             self._callback(method, *args)
-        except Exception:
+        except _PROCESS_FAULTS as error:
+            raise ServiceFault(self.applied_index, type(self.service).__name__, error) from error
+        except BaseException as error:
             self.callback_errors += 1
+            log.error(
+                "service %s: %s raised at log entry %s: %s",
+                type(self.service).__name__,
+                getattr(method, "__name__", "callback"),
+                self.applied_index,
+                describe_exception(error),
+            )
 
     def _fire_timers(self) -> None:
         while (timer_id := self.timers.pop_due(self.cluster_time_ms)) is not None:
@@ -372,7 +479,7 @@ class ServiceContainer:
             )
         if command.first_incomplete > session.first_incomplete:
             session.first_incomplete = command.first_incomplete
-            _forget_acknowledged(session.replies, command.first_incomplete)
+            _forget_acknowledged(session, command.first_incomplete)
         cached = session.replies.get(command.seq)
         if cached is not None:
             self.duplicates_suppressed += 1
@@ -387,6 +494,7 @@ class ServiceContainer:
             )
         reply = self._run_service(command.session_id, command.payload)
         session.replies[command.seq] = reply
+        heapq.heappush(session.reply_seqs, command.seq)
         self.commands_applied += 1
         return ApplyResult(index, ApplyStatus.OK, reply, command.session_id, command.seq)
 
@@ -397,33 +505,45 @@ class ServiceContainer:
             return _reply_encoder.encode(
                 {"ok": False, "error": "malformed_command", "message": str(error)}
             )
+        # Whatever service code raises (even SystemExit) or returns that msgpack cannot
+        # encode (an object, an int beyond 64 bits) is the service's bug, identical on
+        # every replica: it becomes an error reply, the same bytes everywhere.
         try:
             reply = self._callback(self.service.on_message, session_id, command)
-        except Exception as error:  # the service's bug; deterministic on every replica
-            # The message must not carry anything process-specific (an object's id):
-            # every replica must produce the same reply bytes.
-            reply = {
-                "ok": False,
-                "error": "service_exception",
-                "message": f"{type(error).__name__}: {error}",
-            }
+        except _PROCESS_FAULTS as error:
+            raise ServiceFault(self.applied_index, type(self.service).__name__, error) from error
+        except BaseException as error:
+            return self._error_reply("service_exception", error)
         try:
             return _reply_encoder.encode(reply)
-        except TypeError as error:
-            return _reply_encoder.encode(
-                {"ok": False, "error": "unencodable_reply", "message": str(error)}
+        except _PROCESS_FAULTS as error:
+            raise ServiceFault(self.applied_index, type(self.service).__name__, error) from error
+        except BaseException as error:
+            return self._error_reply("unencodable_reply", error)
+
+    def _error_reply(self, kind: str, error: BaseException) -> bytes:
+        # The message must carry nothing process-specific (an object's id): every
+        # replica must produce the same reply bytes.
+        message = describe_exception(error)
+        self.service_errors += 1
+        if self.service_errors <= ERRORS_LOGGED_IN_FULL or self.service_errors % 1000 == 0:
+            log.warning(
+                "service %s, log entry %s: %s (%s; %d so far)",
+                type(self.service).__name__,
+                self.applied_index,
+                kind.replace("_", " "),
+                message,
+                self.service_errors,
             )
+        return _reply_encoder.encode({"ok": False, "error": kind, "message": message})
 
 
-def _forget_acknowledged(replies: dict[int, bytes], first_incomplete: int) -> None:
-    """Drops cached replies below `first_incomplete` from the front of the dict.
+def _forget_acknowledged(session: _Session, first_incomplete: int) -> None:
+    """Drops exactly the cached replies below `first_incomplete`: the client has them.
 
-    Replies are cached in the order commands apply, which is nearly ascending, so this
-    usually touches only what it removes (scanning the whole cache on every command
-    was 8% of a leader's time under load). A reply cached out of order stays until it
-    reaches the front; the per-session bound still holds."""
-    while replies:
-        seq = next(iter(replies))
-        if seq >= first_incomplete:
-            return
-        del replies[seq]
+    A min-heap of the cached sequence numbers makes this touch only what it removes
+    (scanning the whole cache on every command was 8% of a leader's time under load)
+    while staying independent of the order replies were cached in."""
+    seqs, replies = session.reply_seqs, session.replies
+    while seqs and seqs[0] < first_incomplete:
+        del replies[heapq.heappop(seqs)]

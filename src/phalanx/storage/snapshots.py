@@ -345,6 +345,16 @@ class SnapshotStore:
                 )
         return None
 
+    def all(self) -> list[tuple[SnapshotMeta, Path]]:
+        """Every complete snapshot whose checksum verifies, newest first."""
+        found = []
+        for _, path in self._finals():
+            try:
+                found.append((_verify(path), Path(path)))
+            except (FileNotFoundError, StorageCorruptError):
+                continue
+        return found
+
     def content_length(self, path: str | os.PathLike[str]) -> int:
         name = os.fspath(path)
         with self._failing("read snapshot", name):
