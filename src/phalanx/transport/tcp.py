@@ -16,11 +16,21 @@ naming another cluster or an unknown node, or a Raft message whose sender differ
 the handshake closes that connection with a log line; the node keeps running.
 Outbound links reconnect with capped exponential backoff and tell the node when a
 link drops (Raft then re-probes that follower rather than waiting on lost appends).
+
+What an inbound connection can make the node hold is bounded too. Before its Hello
+it may send frames of at most `HELLO_FRAME_BYTES_MAX` bytes. A frame that started
+arriving must be whole within `FRAME_STALL_TIMEOUT_S`. The unfinished frames of all
+inbound connections together may hold `PARTIAL_FRAME_BYTES_TOTAL_MAX` bytes; beyond
+that the connections holding the oldest ones (clients' before peers') are closed. A
+client connection may open `SESSIONS_PER_CONNECTION_MAX` sessions per
+`SESSION_OPENS_WINDOW_S`; further OpenSessionRequests are answered REJECTED.
+docs/limits.md says what a peer or client sees at each limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -41,6 +51,7 @@ from phalanx.transport.wire import (
     OpenSessionRequest,
     Refused,
     RepairRequest,
+    ReplyStatus,
     SnapshotReply,
     SnapshotRequest,
     StatusReply,
@@ -63,6 +74,29 @@ HANDSHAKE_TIMEOUT_S = 5.0
 #: Inbound connections (peers, clients and ones still to say Hello) a node accepts at
 #: once; beyond it new connections are closed on arrival.
 MAX_INBOUND_CONNECTIONS = 4096
+#: Largest frame accepted before the Hello: a Hello is about 150 bytes (cluster ids
+#: are at most 128 characters), and a stranger must not make the node buffer megabytes.
+HELLO_FRAME_BYTES_MAX = 4096
+#: Bytes of unfinished frames all inbound connections of a node may hold together.
+#: Peers send frames of up to `max_frame_bytes` (about 2 MiB by default) and clients
+#: commands of up to 1 MiB, each arriving in well under a second; 64 MiB holds every
+#: peer's largest frame and dozens of clients' at once, while 4096 connections each
+#: holding a 2 MiB frame would be 8 GiB. Raised to fit every peer's largest frame
+#: when `max_frame_bytes` is configured larger.
+PARTIAL_FRAME_BYTES_TOTAL_MAX = 64 * 1024 * 1024
+#: Over the budget, connections are closed until their unfinished frames add up to
+#: this fraction of it, so one overflow frees room for many reads, not just the next.
+PARTIAL_FRAME_SHED_TO_FRACTION = 0.75
+#: A frame that started arriving must be whole within this long, or the connection is
+#: closed: a peer's 2 MiB frame takes milliseconds, so only a stalled or trickling
+#: sender (holding memory and a connection slot) is ever this slow.
+FRAME_STALL_TIMEOUT_S = 10.0
+#: Sessions one client connection may open within `SESSION_OPENS_WINDOW_S`. A client
+#: opens one session and another only when that one expired (after the session
+#: timeout, 60 s by default), so a connection asking for many is opening sessions for
+#: their own sake, each one a log entry and a slot in the replicated session table.
+SESSIONS_PER_CONNECTION_MAX = 64
+SESSION_OPENS_WINDOW_S = 60.0
 
 ClientRequestMessage = (
     OpenSessionRequest
@@ -84,8 +118,58 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
+class SessionOpens:
+    """The sessions one client connection opened lately, to refuse more than `count_max`
+    within `window_s`.
+
+    A request counts from its arrival, so a burst sent before any answer is bounded
+    too. One answered other than OK (not leader, leader busy) stops counting: a client
+    retrying through an election or an overload opened nothing.
+    """
+
+    def __init__(
+        self,
+        count_max: int = SESSIONS_PER_CONNECTION_MAX,
+        window_s: float = SESSION_OPENS_WINDOW_S,
+    ) -> None:
+        self.count_max = count_max
+        self.window_s = window_s
+        #: Loop times of the OK answers within the window, oldest first.
+        self._opened: collections.deque[float] = collections.deque()
+        #: Request ids of the OpenSessionRequests not answered yet.
+        self.unanswered: set[int] = set()
+        self.refused = 0
+
+    def admit(self, request_id: int, now: float) -> bool:
+        opened = self._opened
+        while opened and now - opened[0] >= self.window_s:
+            opened.popleft()
+        if len(opened) + len(self.unanswered) >= self.count_max:
+            self.refused += 1
+            return False
+        self.unanswered.add(request_id)
+        return True
+
+    def answered(self, reply: ClientReply, now: float) -> None:
+        if reply.request_id in self.unanswered:
+            self.unanswered.remove(reply.request_id)
+            if reply.status is ReplyStatus.OK:
+                self._opened.append(now)
+
+    def refusal(self) -> str:
+        return (
+            f"this connection opened or is opening {self.count_max} sessions within "
+            f"{self.window_s:g} s, the most one connection may "
+            "(SESSIONS_PER_CONNECTION_MAX); keep using the session you have"
+        )
+
+
 class Connection(asyncio.Protocol):
-    """One framed TCP connection. `on_message` gets each decoded message."""
+    """One framed TCP connection. `on_message` gets each decoded message.
+
+    With `frame_stall_timeout_s`, a frame that began arriving and is not whole that
+    long after closes the connection.
+    """
 
     def __init__(
         self,
@@ -93,12 +177,15 @@ class Connection(asyncio.Protocol):
         on_lost: Callable[[Connection], None],
         max_frame_bytes: int,
         state: ConnectionState,
+        *,
+        frame_stall_timeout_s: float | None = None,
     ) -> None:
         self._on_message = on_message
         self._on_lost = on_lost
         self._reader = FrameReader(max_frame_bytes)
         self._pending: list[bytes] = []
         self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.state = state
         self.peer_id = NodeId(0)
@@ -108,9 +195,28 @@ class Connection(asyncio.Protocol):
         self.refuse = False
         #: Called after the messages of each read were handed to `on_message`.
         self.on_received: Callable[[], None] | None = None
+        #: Called with each change in `partial_frame_bytes` (the listener's budget).
+        self.on_partial_frame: Callable[[Connection, int], None] | None = None
+        #: Bytes held of the frame still arriving, and the loop time it began.
+        self.partial_frame_bytes = 0
+        self.partial_frame_since = 0.0
+        #: The reader's `frames_read` when that frame began: which frame it is.
+        self._partial_frame_number = 0
+        self._frame_stall_timeout_s = frame_stall_timeout_s
+        self._stall_timer: asyncio.TimerHandle | None = None
+        #: On a client connection that asked for a session: the sessions it opened.
+        self.session_opens: SessionOpens | None = None
         self.writable = asyncio.Event()
         self.writable.set()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    @property
+    def max_frame_bytes(self) -> int:
+        return self._reader.max_frame_bytes
+
+    @max_frame_bytes.setter
+    def max_frame_bytes(self, value: int) -> None:
+        self._reader.max_frame_bytes = value
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -125,25 +231,80 @@ class Connection(asyncio.Protocol):
             log.warning("refusing %s: too many connections", self.remote)
             self.close()
         elif self.state is ConnectionState.AWAIT_HELLO:
-            asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT_S, self._check_greeted)
+            self._loop.call_later(HANDSHAKE_TIMEOUT_S, self._check_greeted)
 
     def _check_greeted(self) -> None:
         if self.state is ConnectionState.AWAIT_HELLO:
             self.protocol_error(f"no Hello within {HANDSHAKE_TIMEOUT_S:.0f} s")
 
     def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.append(data)
         try:
-            for payload in self._reader.feed(data):
-                if self.state is ConnectionState.CLOSED:
-                    return
-                self._on_message(self, decode_message(payload))
+            # Until nothing is taken: handling a Hello raises the limit for the frames
+            # after it, which the first take may have left.
+            while payloads := reader.take_payloads():
+                for payload in payloads:
+                    if self.state is ConnectionState.CLOSED:
+                        return
+                    self._on_message(self, decode_message(payload))
         except FrameError as error:
             self.protocol_error(str(error))
+        if self.state is not ConnectionState.CLOSED:
+            self._note_partial_frame()  # may close it: the listener's budget
         if self.on_received is not None and self.state is not ConnectionState.CLOSED:
             self.on_received()
 
+    def _note_partial_frame(self) -> None:
+        reader = self._reader
+        held = reader.buffered_bytes
+        if held and (
+            not self.partial_frame_bytes or reader.frames_read != self._partial_frame_number
+        ):
+            self.partial_frame_since = self._loop.time()
+            self._partial_frame_number = reader.frames_read
+            if self._frame_stall_timeout_s is not None and self._stall_timer is None:
+                self._watch_for_stall()
+        change = held - self.partial_frame_bytes
+        if change:
+            self.partial_frame_bytes = held
+            if self.on_partial_frame is not None:
+                self.on_partial_frame(self, change)  # may close this connection
+
+    def _watch_for_stall(self) -> None:
+        # One timer per connection, re-armed for whichever frame is arriving when it
+        # fires: not one per frame, which on a busy peer link is one per read.
+        assert self._frame_stall_timeout_s is not None
+        self._stall_timer = self._loop.call_at(
+            self.partial_frame_since + self._frame_stall_timeout_s,
+            self._check_stalled,
+            self._partial_frame_number,
+        )
+
+    def _check_stalled(self, frame_number: int) -> None:
+        self._stall_timer = None
+        if self.state is ConnectionState.CLOSED or not self.partial_frame_bytes:
+            return
+        if frame_number != self._partial_frame_number:
+            self._watch_for_stall()  # that frame completed; a later one is arriving
+            return
+        self.protocol_error(
+            f"a frame stalled: {self.partial_frame_bytes} bytes of it arrived and it was "
+            f"not whole within {self._frame_stall_timeout_s:g} s (FRAME_STALL_TIMEOUT_S)"
+        )
+
+    def _release_partial_frame(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._reader.clear()
+        held, self.partial_frame_bytes = self.partial_frame_bytes, 0
+        if held and self.on_partial_frame is not None:
+            self.on_partial_frame(self, -held)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = ConnectionState.CLOSED
+        self._release_partial_frame()
         if not self.closed.done():
             self.closed.set_result(None)
         self._on_lost(self)
@@ -161,10 +322,12 @@ class Connection(asyncio.Protocol):
     def send(self, message: WireMessage) -> None:
         if self.state is ConnectionState.CLOSED or self.transport is None:
             return
+        if self.session_opens is not None and isinstance(message, ClientReply):
+            self.session_opens.answered(message, self._loop.time())
         self._pending.append(encode_frame(message))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def flush(self) -> None:
         """Writes what this turn queued now rather than at the end of the turn: for
@@ -187,6 +350,9 @@ class Connection(asyncio.Protocol):
             self._flush()
             self.state = ConnectionState.CLOSED
             self.transport.close()
+            # At once, not at connection_lost a loop turn later: a listener over its
+            # budget counts on the memory being free when this returns.
+            self._release_partial_frame()
 
 
 class PeerLink:
@@ -303,12 +469,21 @@ class NodeTransport:
         on_peer_unreachable: Callable[[NodeId], None],
         max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT,
         on_peer_read: Callable[[], None] | None = None,
+        frame_stall_timeout_s: float = FRAME_STALL_TIMEOUT_S,
+        partial_frame_bytes_max: int = PARTIAL_FRAME_BYTES_TOTAL_MAX,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.host = host
         self.port = port
         self.max_frame_bytes = max_frame_bytes
+        self.frame_stall_timeout_s = frame_stall_timeout_s
+        #: Never so small that the peers' largest frames, arriving at once, are shed.
+        self.partial_frame_bytes_max = max(
+            partial_frame_bytes_max, (len(peers) + 1) * max_frame_bytes
+        )
+        #: Bytes of unfinished frames all inbound connections hold together.
+        self.partial_frame_bytes = 0
         self._on_peer_message = on_peer_message
         self._on_client_message = on_client_message
         self.on_peer_unreachable = on_peer_unreachable
@@ -333,12 +508,47 @@ class NodeTransport:
         connection = Connection(
             self._on_inbound_message,
             self.inbound.discard,
-            self.max_frame_bytes,
+            HELLO_FRAME_BYTES_MAX,
             ConnectionState.AWAIT_HELLO,
+            frame_stall_timeout_s=self.frame_stall_timeout_s,
         )
+        connection.on_partial_frame = self._on_partial_frame
         connection.refuse = len(self.inbound) >= MAX_INBOUND_CONNECTIONS
         self.inbound.add(connection)
         return connection
+
+    def _on_partial_frame(self, connection: Connection, change: int) -> None:
+        self.partial_frame_bytes += change
+        if change > 0 and self.partial_frame_bytes > self.partial_frame_bytes_max:
+            self._shed_partial_frames()
+
+    def _shed_partial_frames(self) -> None:
+        """Closes connections holding unfinished frames until they hold at most
+        `PARTIAL_FRAME_SHED_TO_FRACTION` of the budget: clients' (and strangers') before
+        peers', then the oldest first, since a live sender finishes a frame in
+        milliseconds and a stalled one is what holds memory."""
+        over = self.partial_frame_bytes
+        target = int(self.partial_frame_bytes_max * PARTIAL_FRAME_SHED_TO_FRACTION)
+        holders = sorted(
+            (c for c in self.inbound if c.partial_frame_bytes),
+            key=lambda c: (c.state is ConnectionState.PEER, c.partial_frame_since),
+        )
+        log.warning(
+            "inbound connections hold %d bytes of unfinished frames, over the budget of %d "
+            "(PARTIAL_FRAME_BYTES_TOTAL_MAX): closing the oldest until at most %d",
+            over,
+            self.partial_frame_bytes_max,
+            target,
+        )
+        now = asyncio.get_running_loop().time()
+        for connection in holders:
+            if self.partial_frame_bytes <= target:
+                break
+            connection.protocol_error(
+                f"its unfinished frame ({connection.partial_frame_bytes} bytes, begun "
+                f"{now - connection.partial_frame_since:.1f} s ago) is among the oldest "
+                "while unfinished frames are over the node's budget"
+            )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -381,11 +591,33 @@ class NodeTransport:
                 self._on_peer_message(message)
         elif state is ConnectionState.CLIENT:
             if isinstance(message, ClientRequestMessage):
-                self._on_client_message(connection, message)
+                self._client_request(connection, message)
             else:
                 connection.protocol_error(f"unexpected {type(message).__name__} from a client")
         elif state is ConnectionState.AWAIT_HELLO:
             self._handshake(connection, message)
+
+    def _client_request(self, connection: Connection, message: ClientRequestMessage) -> None:
+        opens = connection.session_opens
+        if opens is not None and message.request_id in opens.unanswered:
+            # Else an answer to this request could pass for the session's, and the
+            # session stop counting before it was answered.
+            connection.protocol_error(
+                f"request id {message.request_id} reused while the OpenSessionRequest "
+                "with that id is unanswered"
+            )
+            return
+        if isinstance(message, OpenSessionRequest):
+            if opens is None:
+                opens = connection.session_opens = SessionOpens()
+            if not opens.admit(message.request_id, asyncio.get_running_loop().time()):
+                if opens.refused == 1:
+                    log.warning("client %s: %s", connection.remote, opens.refusal())
+                connection.send(
+                    ClientReply(message.request_id, ReplyStatus.REJECTED, message=opens.refusal())
+                )
+                return
+        self._on_client_message(connection, message)
 
     def _handshake(self, connection: Connection, message: WireMessage) -> None:
         if not isinstance(message, Hello):
@@ -397,6 +629,11 @@ class NodeTransport:
             connection.send(Refused(problem))
             connection.close()
             return
+        # Clients get the peers' limit rather than one sized to their commands: a
+        # command a little over max_command_bytes should be answered REJECTED, naming
+        # that setting, not hung up on and retried until the client's deadline. What
+        # bounds the total is PARTIAL_FRAME_BYTES_TOTAL_MAX.
+        connection.max_frame_bytes = self.max_frame_bytes
         if message.role == "peer":
             connection.state = ConnectionState.PEER
             connection.peer_id = NodeId(message.node_id)

@@ -236,29 +236,72 @@ def decode_message(payload: bytes) -> WireMessage:
 
 
 class FrameReader:
-    """Splits a byte stream into frame payloads, refusing bad or oversized frames."""
+    """Splits a byte stream into frame payloads, refusing bad or oversized frames.
+
+    What it holds between reads is the start of a frame still arriving, at most one
+    header plus `max_frame_bytes`; `buffered_bytes` says how much, so the listener can
+    bound the total over all its connections. `max_frame_bytes` may rise between frames
+    (a connection allows bigger frames once its Hello is accepted), so a frame over the
+    limit stops `take_payloads` short rather than raising while frames before it wait
+    to be handled: the next call, under the limit those frames set, decides.
+    """
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES_DEFAULT) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
+        #: Frames taken so far: a change tells the caller a new frame has begun.
+        self.frames_read = 0
 
-    def feed(self, data: bytes) -> list[bytes]:
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet handed out: the unfinished frame."""
+        return len(self._buffer)
+
+    def append(self, data: bytes) -> None:
+        self._buffer += data
+
+    def take_payloads(self) -> list[bytes]:
+        """The payloads of the whole frames buffered, up to the first bad one; raises
+        `FrameError` if that is the first frame buffered."""
         buffer = self._buffer
-        buffer += data
-        payloads = []
         start = 0
         header_size = FRAME_HEADER.size
-        while len(buffer) - start >= header_size:
-            length, version = FRAME_HEADER.unpack_from(buffer, start)
-            if version != PROTOCOL_VERSION:
-                raise FrameError(f"unsupported frame version {version}")
-            if length > self.max_frame_bytes:
-                raise FrameError(f"frame of {length} bytes exceeds {self.max_frame_bytes}")
-            end = start + header_size + length
-            if end > len(buffer):
-                break
-            payloads.append(bytes(buffer[start + header_size : end]))
-            start = end
-        if start:
+        payloads: list[bytes] = []
+        # Through a view: slicing the bytearray would copy each payload twice.
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= header_size:
+                length, version = FRAME_HEADER.unpack_from(buffer, start)
+                if version != PROTOCOL_VERSION or length > self.max_frame_bytes:
+                    if payloads:
+                        break
+                    raise FrameError(self._problem(length, version))
+                end = start + header_size + length
+                if end > len(buffer):
+                    break
+                payloads.append(bytes(view[start + header_size : end]))
+                start = end
+        self.frames_read += len(payloads)
+        if start == len(buffer):
+            # A new bytearray rather than emptying this one: after a large frame the
+            # old one would keep its allocation for the life of the connection.
+            self.clear()
+        elif start:
             del buffer[:start]
         return payloads
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Appends `data` and takes the whole frames buffered (see `take_payloads`)."""
+        self.append(data)
+        return self.take_payloads()
+
+    def clear(self) -> None:
+        """Forgets the unfinished frame (the connection is closing)."""
+        self._buffer = bytearray()
+
+    def _problem(self, length: int, version: int) -> str:
+        if version != PROTOCOL_VERSION:
+            return f"unsupported frame version {version}"
+        return (
+            f"frame of {length} bytes exceeds this connection's limit of "
+            f"{self.max_frame_bytes} bytes"
+        )
