@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="client run time")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client sessions")
     parser.add_argument("--in-flight", type=int, default=16, help="requests in flight per client")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the clients' transfers")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.set_defaults(func=run)
 

@@ -37,7 +37,7 @@ def _register_cluster_benches(benches: Any) -> None:
 
     latency = benches.add_parser("latency", help="one client, one put at a time: percentiles")
     _options("add_latency_options", latency)
-    latency.add_argument("--value-bytes", type=int, default=100)
+    latency.add_argument("--value-bytes", type=int, default=100, help="bytes of each put's value")
     _options("add_out_option", latency)
     latency.set_defaults(func=_lazy("phalanx.bench.throughput", "run_latency"))
 
@@ -57,14 +57,19 @@ def _register_cluster_benches(benches: Any) -> None:
     memory.add_argument("--seconds", type=float, default=600.0, help="or after this long")
     memory.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     memory.add_argument("--in-flight", type=int, default=256, help="per client process")
-    memory.add_argument("--clients", type=int, default=2)
+    memory.add_argument("--clients", type=int, default=2, help="client processes")
     _options("add_out_option", memory)
     memory.set_defaults(func=_lazy("phalanx.bench.memory", "run_memory"))
 
     profile = benches.add_parser(
         "profile", help="py-spy samples of the leader and a follower under load, by layer"
     )
-    profile.add_argument("--mode", choices=("load", "sequential"), default="load")
+    profile.add_argument(
+        "--mode",
+        choices=("load", "sequential"),
+        default="load",
+        help="load: the throughput workload; sequential: one put at a time",
+    )
     profile.add_argument("--seconds", type=float, default=15.0, help="sampling time")
     _options("add_out_option", profile)
     profile.set_defaults(func=_lazy("phalanx.bench.profile", "run_profile"))

@@ -39,15 +39,19 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "chaos", help="run real nodes under faults (kill, pause, partition) and check them"
     )
-    parser.add_argument("--nodes", type=int, choices=(3, 5), default=3)
-    parser.add_argument("--workload", choices=WORKLOADS, default="lin-kv")
+    parser.add_argument("--nodes", type=int, choices=(3, 5), default=3, help="cluster size")
+    parser.add_argument(
+        "--workload", choices=WORKLOADS, default="lin-kv", help="what the clients do"
+    )
     parser.add_argument(
         "--nemesis", default="kill,pause,partition,restart",
         help="comma-separated: kill, pause, partition, restart (or none)",
     )  # fmt: skip
     parser.add_argument("--time", type=float, default=60.0, help="seconds of client load")
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the fault plan and the clients' choices"
+    )
     parser.add_argument(
         "--unsafe-local-reads", action="store_true",
         help="BROKEN ON PURPOSE: nodes answer reads from local state (the checker must object)",
@@ -58,7 +62,7 @@ def register(subparsers: Any) -> None:
         "--op-timeout",
         type=float,
         default=None,
-        help="seconds per operation before it counts as unknown (2; bank: 5)",
+        help="seconds per operation before it counts as unknown (default: 2; bank: 5)",
     )
     parser.add_argument("--max-ops", type=int, default=100_000, help="most operations recorded")
     parser.add_argument("--check-seconds", type=float, default=120.0, help="checker budget")

@@ -1,80 +1,240 @@
-"""`phalanx node`, `phalanx cluster`, `phalanx status` and `phalanx call`."""
+"""`phalanx node`, `cluster`, `status`, `snapshot`, `repair` and `call`.
+
+Exit codes, common to these commands (docs/operating.md shows what each prints):
+
+    0  done; for `status`, a leader and no sign of diverged replicas
+    1  the cluster answered, but not well: no leader or diverged replicas (`status`),
+       an error reply or no reply (`call`), every node exited (`cluster`)
+    2  bad flags or settings, refused before anything starts
+    3  this machine refused: the port is in use, the data cannot be opened
+    4  a node stopped because its storage failed (a write or fsync error)
+    5  a node stopped because its service faulted (out of memory applying an entry)
+    6  a node stopped on an internal error (a bug)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import errno
 import json
 import logging
+import math
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from phalanx.client import AsyncClient, Client, ClientError
-from phalanx.client.admin import gather_statuses
+from phalanx.client.admin import (
+    ClusterHealth,
+    MemberStatus,
+    gather_statuses,
+    judge_statuses,
+    member_statuses,
+)
 from phalanx.core.errors import ConfigError, PhalanxError
 from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
 from phalanx.storage.errors import StorageError
-from phalanx.transport.addresses import client_addresses
+from phalanx.transport.addresses import client_addresses, format_address, resolve
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+log = logging.getLogger("phalanx.node")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
 
 #: Nodes `phalanx cluster` will start on one machine.
 MAX_LOCAL_NODES = 7
+#: How long `phalanx cluster` waits for its nodes to stop before killing them.
+STOP_GRACE_SECONDS_DEFAULT = 10.0
+#: How often `phalanx cluster` looks for nodes that exited.
+WATCH_INTERVAL_S = 0.2
+#: Hints for the errors listening on a node's address most often meets.
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there (a node still running?)",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "ports below 1024 need privileges",
+}
 
 
 def register(subparsers: Any) -> None:
-    node = subparsers.add_parser("node", help="run one node until SIGTERM/SIGINT")
-    node.add_argument("--id", type=int, help="this node's id")
-    node.add_argument("--members", help="ID=HOST:PORT,... for every member")
-    node.add_argument("--data", help="data directory")
-    node.add_argument("--service", help="MODULE:CLASS of the service")
-    node.add_argument("--cluster-id", dest="cluster_id", help="cluster id (default phalanx)")
-    node.add_argument("--tick-ms", dest="tick_ms", type=int, help="Raft tick in ms")
-    node.add_argument("--config", type=Path, help="TOML file with the same settings")
+    _register_node(subparsers)
+    _register_cluster(subparsers)
+    _register_admin(subparsers)
+
+
+def _register_node(subparsers: Any) -> None:
+    node = subparsers.add_parser(
+        "node",
+        help="run one node until SIGTERM/SIGINT",
+        description="Runs one node. Settings come from the flags, or from a TOML file "
+        "(--config, keys in docs/configuration.md) that the flags override.",
+    )
+    needed = "no default: required here or in --config"
+    node.add_argument("--id", type=int, help=f"this node's id in --members ({needed})")
+    node.add_argument(
+        "--members",
+        help=f"ID=HOST:PORT,... for every member; IPv6 as ID=[::1]:PORT ({needed})",
+    )
+    node.add_argument("--data", help=f"this node's data directory ({needed})")
+    node.add_argument(
+        "--service",
+        help="MODULE:CLASS of the service; MODULE may be a .py file in the current "
+        f"directory ({needed})",
+    )
+    node.add_argument(
+        "--cluster-id",
+        dest="cluster_id",
+        help=f"cluster id (default: {NodeConfig.cluster_id}, or --config's)",
+    )
+    node.add_argument(
+        "--tick-ms",
+        dest="tick_ms",
+        type=int,
+        help=f"Raft tick in ms (default: {NodeConfig.tick_ms}, or --config's)",
+    )
+    node.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file with these settings and more (default: flags only)",
+    )
     node.set_defaults(func=run_node)
 
-    cluster = subparsers.add_parser("cluster", help="run a local cluster of node processes")
-    cluster.add_argument("--nodes", type=int, default=3)
-    cluster.add_argument("--service", default="phalanx.examples.kv:KeyValue")
-    cluster.add_argument("--data", required=True, help="directory for the nodes' data")
-    cluster.add_argument("--base-port", type=int, default=7101)
-    cluster.add_argument("--host", default="127.0.0.1")
+
+def _register_cluster(subparsers: Any) -> None:
+    cluster = subparsers.add_parser(
+        "cluster",
+        help="run a local cluster of node processes",
+        description="Runs node processes on this machine in the foreground. A node that "
+        "exits is reported and the others keep running; SIGINT (Ctrl-C) or SIGTERM "
+        "stops them all.",
+    )
+    cluster.add_argument("--nodes", type=int, default=3, help=f"1 to {MAX_LOCAL_NODES}")
+    cluster.add_argument(
+        "--service",
+        default="phalanx.examples.kv:KeyValue",
+        help="MODULE:CLASS of the service; MODULE may be a .py file in the current directory",
+    )
+    cluster.add_argument(
+        "--data", required=True, help="directory for the nodes' data (node-N/ each)"
+    )
+    cluster.add_argument(
+        "--base-port", type=int, default=7101, help="node N listens on BASE_PORT + N - 1"
+    )
+    cluster.add_argument("--host", default="127.0.0.1", help="address the nodes listen on")
+    cluster.add_argument(
+        "--stop-grace-seconds",
+        type=float,
+        default=STOP_GRACE_SECONDS_DEFAULT,
+        help="when stopping, kill a node still running after this long",
+    )
     cluster.set_defaults(func=run_cluster)
 
-    status = subparsers.add_parser("status", help="print every member's role and indices")
-    status.add_argument("--members", required=True)
-    status.add_argument("--cluster-id", default="phalanx")
-    status.set_defaults(func=run_status)
 
-    snapshot = subparsers.add_parser("snapshot", help="make every member take a snapshot now")
-    snapshot.add_argument("--members", required=True)
-    snapshot.add_argument("--cluster-id", default="phalanx")
-    snapshot.set_defaults(func=run_snapshot)
-
-    repair = subparsers.add_parser(
-        "repair", help="rebuild one member's service state from the leader's snapshot"
+def _register_admin(subparsers: Any) -> None:
+    status = _admin_parser(
+        subparsers,
+        "status",
+        run_status,
+        help="print every member's role, indices and digests; exit 1 if unhealthy",
+        description="Asks every member for its status. Exits 0 when one member leads "
+        "and no replica is known to have diverged, 1 otherwise (saying why).",
     )
-    repair.add_argument("--members", required=True)
+    status.add_argument("--json", action="store_true", help="print one JSON object instead")
+    _admin_parser(
+        subparsers, "snapshot", run_snapshot, help="make every member take a snapshot now"
+    )
+    repair = _admin_parser(
+        subparsers,
+        "repair",
+        run_repair,
+        help="rebuild one member's service state from the leader's snapshot",
+    )
     repair.add_argument("--node", type=int, required=True, help="position (1-based) in --members")
-    repair.add_argument("--cluster-id", default="phalanx")
-    repair.set_defaults(func=run_repair)
-
-    call = subparsers.add_parser("call", help="send one command (JSON) and print the reply")
-    call.add_argument("--members", required=True)
-    call.add_argument("--cluster-id", default="phalanx")
-    call.add_argument("--timeout", type=float, default=10.0)
+    call = _admin_parser(
+        subparsers,
+        "call",
+        run_call,
+        help="send one command (JSON) and print the reply as JSON",
+        description="Sends one command and prints the reply as JSON. Exits 1 when the "
+        'reply is an error reply ({"ok": false, ...}) or no reply came.',
+    )
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     call.add_argument("command", help='e.g. \'{"op": "get", "key": "x"}\'')
-    call.set_defaults(func=run_call)
+
+
+def _admin_parser(
+    subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], **texts: str
+) -> argparse.ArgumentParser:
+    """The parser of a command that talks to a running cluster."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, **texts)
+    parser.add_argument(
+        "--members", required=True, help="HOST:PORT,... or ID=HOST:PORT,... of the members"
+    )
+    parser.add_argument("--cluster-id", default="phalanx", help="the cluster's id")
+    parser.set_defaults(func=func)
+    return parser
+
+
+# -- phalanx node ------------------------------------------------------------------------------
 
 
 def run_node(args: argparse.Namespace) -> int:
     from phalanx.server.node import Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _importable_from_cwd()
+    try:
+        config = _node_config(args)
+        _check_addresses(config)
+    except ConfigError as error:
+        return _refuse("node", _explained(error), EXIT_USAGE)
+    host, port = config.address
+    listen_error = _listen_error(host, port)
+    if listen_error is not None:
+        reason = _LISTEN_HINTS.get(listen_error.errno or 0, "")
+        message = f"cannot listen on {format_address(host, port)}: {listen_error.strerror}"
+        return _refuse("node", f"{message}; {reason}" if reason else message, EXIT_REFUSED)
+    try:
+        node = Node(config)
+    except ConfigError as error:  # e.g. members that differ from the data directory's
+        return _refuse("node", _explained(error), EXIT_USAGE)
+    except StorageError as error:
+        return _refuse("node", f"refusing to start: {error}", EXIT_REFUSED)
+    except OSError as error:
+        return _refuse("node", f"cannot open the data directory: {error}", EXIT_REFUSED)
+    if not node.service.supports_snapshots():
+        log.warning(
+            "%s has no restore(): snapshots are off, so the log is never compacted and a "
+            "node that falls behind catches up by replaying all of it",
+            config.service,
+        )
+    try:
+        asyncio.run(_serve(node))
+    except OSError as error:  # listening failed after all (the port was taken meanwhile)
+        return _refuse("node", f"stopped: {error}", EXIT_REFUSED)
+    if node.failed is not None:
+        # 4: its storage failed; 5: its service faulted (out of memory); 6: a bug.
+        print(f"phalanx node: stopped: {node.failed}", file=sys.stderr)
+        return int(node.exit_code)
+    return EXIT_OK
+
+
+def _node_config(args: argparse.Namespace) -> NodeConfig:
     overrides = {
         "id": args.id,
         "members": args.members,
@@ -83,23 +243,62 @@ def run_node(args: argparse.Namespace) -> int:
         "cluster_id": args.cluster_id,
         "tick_ms": args.tick_ms,
     }
+    if args.config is not None:
+        return config_from_toml(args.config, overrides)
+    return build_config({k: v for k, v in overrides.items() if v is not None})
+
+
+def _refuse(command: str, message: str, code: int) -> int:
+    print(f"phalanx {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _importable_from_cwd() -> None:
+    """Lets `--service mymodule:MyService` name a module in the working directory, as
+    `python -m phalanx` allows by itself and the installed `phalanx` script would not.
+    PYTHONSAFEPATH (python -P) turns this off, as it does for `python -m`."""
+    cwd = os.getcwd()
+    if not sys.flags.safe_path and cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _explained(error: ConfigError) -> str:
+    if error.setting == "service" and "cannot import" in error.problem:
+        return f"{error}; modules are looked for in {os.getcwd()} and on PYTHONPATH"
+    return str(error)
+
+
+def _check_addresses(config: NodeConfig) -> None:
+    """This node's own host must resolve (ConfigError); a peer's that does not is only
+    reported, since a name may appear later and the node keeps trying to reach it."""
+    for node_id, (host, port) in sorted(config.members.items()):
+        if node_id == config.node_id:
+            resolve(host, port)
+            continue
+        try:
+            resolve(host, port)
+        except ConfigError as error:
+            log.warning("member %s: %s; this node keeps trying it", node_id, error.problem)
+
+
+def _listen_error(host: str, port: int) -> OSError | None:
+    """The error listening on host:port meets right now, if any, found before the node
+    opens its data (nothing stays bound: the node binds again when it starts)."""
     try:
-        if args.config is not None:
-            config = config_from_toml(args.config, overrides)
-        else:
-            config = build_config({k: v for k, v in overrides.items() if v is not None})
-        node = Node(config)
-    except ConfigError as error:
-        print(f"phalanx node: {error}", file=sys.stderr)
-        return 2
-    except StorageError as error:
-        print(f"phalanx node: refusing to start: {error}", file=sys.stderr)
-        return 3
-    asyncio.run(_serve(node))
-    if node.failed is not None:
-        print(f"phalanx node: stopped because its storage failed: {node.failed}", file=sys.stderr)
-        return 4
-    return 0
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        return error
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does
+            try:
+                sock.bind(address)
+                sock.listen()
+            except OSError as error:
+                return error
+    return None
 
 
 async def _serve(node: Any) -> None:
@@ -120,57 +319,126 @@ def node_command(config: NodeConfig, config_file: Path | None = None) -> list[st
     return [sys.executable, "-m", "phalanx", "node", "--config", str(config_file)]
 
 
+# -- phalanx cluster ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _NodeProcess:
+    node_id: int
+    argv: list[str]
+    process: subprocess.Popen[bytes]
+
+
+class _StopSignals:
+    """While entered, SIGTERM and SIGINT are noted instead of ending this process at
+    once, so that it can stop its nodes rather than leave them running as orphans."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+
 def run_cluster(args: argparse.Namespace) -> int:
+    _importable_from_cwd()
     if not 1 <= args.nodes <= MAX_LOCAL_NODES:
-        print(f"phalanx cluster: --nodes must be 1 to {MAX_LOCAL_NODES}", file=sys.stderr)
-        return 2
+        return _refuse("cluster", f"--nodes must be 1 to {MAX_LOCAL_NODES}", EXIT_USAGE)
+    if not args.stop_grace_seconds > 0:
+        return _refuse("cluster", "--stop-grace-seconds must be positive", EXIT_USAGE)
     members = ",".join(
-        f"{i}={args.host}:{args.base_port + i - 1}" for i in range(1, args.nodes + 1)
+        f"{i}={format_address(args.host, args.base_port + i - 1)}" for i in range(1, args.nodes + 1)
     )
-    processes = []
+    settings = {"members": members, "service": args.service}
     try:
-        for node_id in range(1, args.nodes + 1):
-            config = build_config(
-                {
-                    "id": node_id,
-                    "members": members,
-                    "data": str(Path(args.data) / f"node-{node_id}"),
-                    "service": args.service,
-                }
-            )
-            processes.append(subprocess.Popen(node_command(config)))
+        resolve(args.host, args.base_port)
+        configs = [
+            build_config({**settings, "id": i, "data": str(Path(args.data) / f"node-{i}")})
+            for i in range(1, args.nodes + 1)
+        ]
     except ConfigError as error:
-        print(f"phalanx cluster: {error}", file=sys.stderr)
-        _stop_all(processes)
-        return 2
-    print(f"cluster of {args.nodes} running; members: {members}; Ctrl-C stops it")
-    try:
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.2)
-        print("a node exited; stopping the cluster", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        _stop_all(processes)
-
-
-def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
+        return _refuse("cluster", _explained(error), EXIT_USAGE)
+    nodes: list[_NodeProcess] = []
+    with _StopSignals() as stop:
         try:
-            process.wait(timeout=10)
+            for config in configs:
+                argv = node_command(config)
+                nodes.append(_NodeProcess(config.node_id, argv, subprocess.Popen(argv)))
+            print(
+                f"cluster of {args.nodes} running; members: {members}\n"
+                f"  phalanx status --members {members}\n"
+                "a node that exits is reported and the others keep running; "
+                "Ctrl-C or SIGTERM stops them all",
+                flush=True,
+            )
+            return _watch(nodes, stop)
+        finally:
+            _stop_all(nodes, args.stop_grace_seconds)
+
+
+def _watch(nodes: Sequence[_NodeProcess], stop: _StopSignals) -> int:
+    """Reports each node that exits, until a stop signal (0) or none is left (1)."""
+    running = list(nodes)
+    while stop.received is None:
+        for node in [n for n in running if n.process.poll() is not None]:
+            running.remove(node)
+            code = node.process.returncode
+            then = (
+                f"; the others keep running. Restart it with: {shlex.join(node.argv)}"
+                if running
+                else ""
+            )
+            _say(f"node {node.node_id} exited {_exit_description(code)}{then}")
+        if not running:
+            _say("every node has exited")
+            return EXIT_FAILED
+        time.sleep(WATCH_INTERVAL_S)
+    _say(f"{signal.Signals(stop.received).name}: stopping the nodes")
+    return EXIT_OK
+
+
+def _exit_description(code: int) -> str:
+    if code < 0:
+        return f"with code {code} (killed by {signal.Signals(-code).name})"
+    return f"with code {code}"
+
+
+def _say(message: str) -> None:
+    print(f"phalanx cluster: {message}", file=sys.stderr, flush=True)
+
+
+def _stop_all(nodes: Sequence[_NodeProcess], grace_s: float) -> None:
+    """SIGTERM to every node still running; SIGKILL to any still running `grace_s` later."""
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for node in nodes:
+        try:
+            node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+            _say(f"node {node.node_id} still running {grace_s:g}s after SIGTERM; killing it")
+            node.process.kill()
+            node.process.wait()
 
 
-def _member_addresses(members: str, command: str) -> list[tuple[str, int]] | None:
+# -- phalanx status, snapshot, repair ----------------------------------------------------------
+
+
+def _member_addresses(members: str, command: str) -> list[str] | None:
     """`--members` parsed, or None after printing why it is not usable."""
     try:
-        return client_addresses(members)
+        return [format_address(host, port) for host, port in client_addresses(members)]
     except ConfigError as error:
         print(f"phalanx {command}: {error}", file=sys.stderr)
         return None
@@ -178,61 +446,141 @@ def _member_addresses(members: str, command: str) -> list[tuple[str, int]] | Non
 
 def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     addresses = _member_addresses(args.members, "status")
     if addresses is None:
-        return 2
-    rows = asyncio.run(
-        gather_statuses([f"{h}:{p}" for h, p in addresses], cluster_id=args.cluster_id)
-    )
-    table = Table(title="phalanx cluster status")
-    columns = ["id", "role", "term", "last_index", "commit_index", "applied_index", "leader"]
-    for column in ["address", *columns, "reachable"]:
-        table.add_column(column.replace("_", " "))
-    for (host, port), status in zip(addresses, rows, strict=True):
-        if status is None:
-            table.add_row(f"{host}:{port}", *["-"] * len(columns), "[red]no[/red]")
+        return EXIT_USAGE
+    replies = asyncio.run(gather_statuses(addresses, cluster_id=args.cluster_id))
+    members = member_statuses(replies)
+    health = judge_statuses(members)
+    if args.json:
+        print(to_json(status_report(addresses, replies, health)))
+    else:
+        print_status(addresses, members, health, Console())
+    for problem in health.problems:
+        print(f"phalanx status: {problem}", file=sys.stderr)
+    return EXIT_FAILED if health.problems else EXIT_OK
+
+
+def status_report(
+    addresses: Sequence[str], replies: Sequence[dict[str, Any] | None], health: ClusterHealth
+) -> dict[str, Any]:
+    """What `phalanx status --json` prints."""
+    return {
+        "healthy": not health.problems,
+        "leader": health.leader,
+        "problems": list(health.problems),
+        "members": [
+            {"address": address, "reachable": reply is not None, "status": reply}
+            for address, reply in zip(addresses, replies, strict=True)
+        ],
+    }
+
+
+def status_tables(
+    addresses: Sequence[str], members: Sequence[MemberStatus | None]
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the tables `phalanx status` prints: one row per member
+    with its role and indices, then one per answering member with its digests."""
+    header = ["id", "role", "term", "last index", "commit index", "applied index", "leader"]
+    rows = [
+        [address, *(str(v) for v in _member_row(status)), "yes"]
+        if status is not None
+        else [address, *["-"] * len(header), "no"]
+        for address, status in zip(addresses, members, strict=True)
+    ]
+    replicas = [
+        [str(s.id), str(s.applied_index), s.state_digest, s.log_digest, _replica_check(s)]
+        for s in members
+        if s is not None
+    ]
+    return [
+        ("members", ["address", *header, "reachable"], rows),
+        (
+            "replicas",
+            ["id", "applied index", "state digest", "log digest", "replica check"],
+            replicas,
+        ),
+    ]
+
+
+def _member_row(s: MemberStatus) -> tuple[object, ...]:
+    return (s.id, s.role, s.term, s.last_index, s.commit_index, s.applied_index, s.leader)
+
+
+def _replica_check(status: MemberStatus) -> str:
+    if status.diverged:
+        return f"THIS NODE DIVERGED {status.diverged}"
+    return status.replica_check or "none yet"
+
+
+def print_status(
+    addresses: Sequence[str],
+    members: Sequence[MemberStatus | None],
+    health: ClusterHealth,
+    console: Console,
+) -> None:
+    """A terminal gets tables that fold to its width; a pipe or file gets plain text
+    with every value whole, one member per line."""
+    from rich.table import Table
+    from rich.text import Text
+
+    for position, (title, header, rows) in enumerate(status_tables(addresses, members)):
+        if console.is_terminal:
+            table = Table(title=title)
+            for column in header:
+                table.add_column(column, overflow="fold")
+            for row in rows:
+                table.add_row(*(Text(cell, "red" if cell == "no" else "") for cell in row))
+            console.print(table)
         else:
-            table.add_row(f"{host}:{port}", *(str(status[c]) for c in columns), "yes")
-    Console().print(table)
-    return 0 if any(rows) else 1
+            gap = "\n" if position else ""
+            console.out(f"{gap}{title}:\n{_plain_table(header, rows)}", highlight=False)
+    if health.leader is not None and not health.problems:
+        console.out(f"leader: node {health.leader}; no sign of diverged replicas", highlight=False)
+
+
+def _plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        " | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
     addresses = _member_addresses(args.members, "snapshot")
     if addresses is None:
-        return 2
+        return EXIT_USAGE
 
-    async def one(host: str, port: int) -> str:
-        client = AsyncClient([f"{host}:{port}"], cluster_id=args.cluster_id)
+    async def one(address: str) -> str:
+        client = AsyncClient([address], cluster_id=args.cluster_id)
         try:
             index, term, note = await client.snapshot()
         except (PhalanxError, OSError, TimeoutError) as error:
-            return f"{host}:{port}: failed: {type(error).__name__} {error}"
+            return f"{address}: failed: {type(error).__name__} {error}"
         finally:
             await client.close()
-        return f"{host}:{port}: snapshot at index {index} (term {term}) {note}"
+        return f"{address}: snapshot at index {index} (term {term}) {note}"
 
     async def all_members() -> list[str]:
-        return list(await asyncio.gather(*(one(h, p) for h, p in addresses)))
+        return list(await asyncio.gather(*(one(address) for address in addresses)))
 
     lines = asyncio.run(all_members())
     print("\n".join(lines))
-    return 1 if any(": failed:" in line for line in lines) else 0
+    return EXIT_FAILED if any(": failed:" in line for line in lines) else EXIT_OK
 
 
 def run_repair(args: argparse.Namespace) -> int:
     addresses = _member_addresses(args.members, "repair")
     if addresses is None:
-        return 2
+        return EXIT_USAGE
     if not 1 <= args.node <= len(addresses):
-        print(f"phalanx repair: --node must be 1 to {len(addresses)}", file=sys.stderr)
-        return 2
-    host, port = addresses[args.node - 1]
+        return _refuse("repair", f"--node must be 1 to {len(addresses)}", EXIT_USAGE)
+    address = addresses[args.node - 1]
 
     async def ask() -> str:
-        client = AsyncClient([f"{host}:{port}"], cluster_id=args.cluster_id)
+        client = AsyncClient([address], cluster_id=args.cluster_id)
         try:
             return (await client.repair())[2]
         finally:
@@ -241,32 +589,50 @@ def run_repair(args: argparse.Namespace) -> int:
     try:
         note = asyncio.run(ask())
     except (PhalanxError, OSError, TimeoutError) as error:
-        print(f"phalanx repair: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(f"{host}:{port}: {note}")
-    return 0
+        return _refuse("repair", f"{type(error).__name__}: {error}", EXIT_FAILED)
+    print(f"{address}: {note}")
+    return EXIT_OK
+
+
+# -- phalanx call ------------------------------------------------------------------------------
 
 
 def run_call(args: argparse.Namespace) -> int:
     try:
         command = json.loads(args.command)
     except json.JSONDecodeError as error:
-        print(f"phalanx call: the command is not JSON: {error}", file=sys.stderr)
-        return 2
+        return _refuse("call", f"the command is not JSON: {error}", EXIT_USAGE)
     try:
         with Client(args.members, cluster_id=args.cluster_id) as client:
             reply = client.call(command, timeout=args.timeout)
     except ConfigError as error:
-        print(f"phalanx call: {error}", file=sys.stderr)
-        return 2
+        return _refuse("call", str(error), EXIT_USAGE)
     except ClientError as error:
-        print(f"phalanx call: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(reply, default=_json_default, sort_keys=True))
-    return 0
+        return _refuse("call", f"{type(error).__name__}: {error}", EXIT_FAILED)
+    print(to_json(reply))
+    if isinstance(reply, dict) and reply.get("ok") is False:
+        what = ": ".join(str(reply[k]) for k in ("error", "message") if reply.get(k))
+        return _refuse("call", f"the service replied with an error: {what}", EXIT_FAILED)
+    return EXIT_OK
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes):
+def to_json(value: object) -> str:
+    """`value` as strict JSON (RFC 8259), whatever a service replied: bytes become
+    {"base64": ...}, NaN and infinities the strings "NaN", "Infinity" and "-Infinity",
+    map keys strings, and anything else its str()."""
+    return json.dumps(_json_ready(value), allow_nan=False, sort_keys=True, default=str)
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, bytes | bytearray | memoryview):
         return {"base64": base64.b64encode(value).decode()}
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    if isinstance(value, dict):
+        return {
+            key if isinstance(key, str) else to_json(key): _json_ready(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    return value

@@ -27,14 +27,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
     parser.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed of the swarm")
-    parser.add_argument("--seed", type=int, help="run this one seed and describe it")
+    parser.add_argument(
+        "--seed", type=int, help="run this one seed and describe it (default: the whole swarm)"
+    )
     parser.add_argument(
         "--fault-ticks", type=int, default=300, help="ticks of faults per seed (default 300)"
     )
     parser.add_argument(
         "--inject-bug",
         choices=sorted(BUGS),
-        help="break one Raft rule on purpose, to see the simulator catch it",
+        help="break one Raft rule on purpose, to see the simulator catch it (default: none)",
     )
     parser.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     parser.set_defaults(func=run)
