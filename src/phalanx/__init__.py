@@ -12,6 +12,7 @@ Errors (the client's are drawn as a tree in `phalanx.client.errors`)::
     ├── ProposalDroppedError
     └── ClientError
         ├── ClusterUnavailableError
+        │   └── HandshakeRefusedError
         ├── RequestRejectedError
         └── OutcomeUnknownError
             └── SessionExpiredError
@@ -24,6 +25,7 @@ from phalanx.client import (
     Client,
     ClientError,
     ClusterUnavailableError,
+    HandshakeRefusedError,
     OutcomeUnknownError,
     RequestRejectedError,
     SessionExpiredError,
@@ -37,6 +39,7 @@ __all__ = [
     "ClientError",
     "ClusterUnavailableError",
     "ConfigError",
+    "HandshakeRefusedError",
     "NotLeaderError",
     "OutcomeUnknownError",
     "PhalanxError",

@@ -95,7 +95,8 @@ def test_phalanx_call_sends_one_command_and_prints_the_reply_as_json(
     get = '{"op": "get", "key": "x"}'
     assert main(["call", "--members", ",".join(cluster.addresses), get]) == 0
     assert json.loads(capsys.readouterr().out) == {"value": [1, "two", None]}
-    assert main(["call", "--members", cluster.members, '{"op": "nope"}']) == 0
+    # An error reply is printed as JSON all the same, and the exit code says it failed.
+    assert main(["call", "--members", cluster.members, '{"op": "nope"}']) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
 
     assert main(["call", "--members", cluster.members, "{not json"]) == 2

@@ -30,11 +30,22 @@ Two failures are final at once: a handshake every member refuses (a wrong cluste
 
 Many calls may be in flight at once (from many tasks, or many threads for `Client`);
 they share the connection and are matched to replies by request id.
+
+Flow control: a client keeps at most `window` commands in flight and calls beyond it
+wait in the client, sending nothing. The window adapts as TCP's congestion window
+does (additive increase, multiplicative decrease): it grows by one per window of
+answered commands and halves, at most once per `WINDOW_DECREASE_INTERVAL_S`, when the
+leader answers "busy". So 25,000 callers of one client put only as much work on the
+cluster as it can take, instead of a flood of refusals and retries. The window never
+exceeds `max_in_flight`, and neither does the span of sequence numbers between the
+oldest unanswered command and the newest: the cluster caches that many replies per
+session (its `max_replies_per_session`), and a wider span would be refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -94,6 +105,14 @@ MAX_LEARNED_ADDRESSES = 16
 MAX_COMMAND_BYTES_DEFAULT = 1024 * 1024
 #: What a `CommandRequest` frame adds around its payload (header, ids), rounded up.
 COMMAND_FRAME_OVERHEAD_BYTES = 64
+#: Commands in flight per client at most: the node's default `max_replies_per_session`
+#: (a session caches that many replies; a client given more would be refused).
+MAX_IN_FLIGHT_DEFAULT = 4096
+#: The flow window halves at most this often, so one burst of "busy" answers (every
+#: command of a full window) counts as one signal, as one loss per round trip in TCP.
+WINDOW_DECREASE_INTERVAL_S = 0.05
+#: The window never shrinks below this many commands.
+WINDOW_MIN = 4
 #: Pushed messages waiting in `messages()` before new ones are dropped (and counted).
 MAX_QUEUED_PUSHED = 10_000
 #: The RETRY answers a node gives when the request cannot have applied: refused before
@@ -170,7 +189,10 @@ class AsyncClient:
         on_message: Callable[[Any], None] | None = None,
         keepalive_interval: float = 15.0,
         max_command_bytes: int = MAX_COMMAND_BYTES_DEFAULT,
+        max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
     ) -> None:
+        if max_in_flight < 1:
+            raise ConfigError("max_in_flight", "must be at least 1")
         largest = MAX_FRAME_BYTES_DEFAULT - COMMAND_FRAME_OVERHEAD_BYTES
         if not 0 < max_command_bytes <= largest:
             raise ConfigError(
@@ -212,6 +234,17 @@ class AsyncClient:
         self._outstanding: set[int] = set()
         self._outstanding_heap: list[int] = []
         self.retries = 0
+        #: Commands in flight at most (and the widest span of their sequence numbers).
+        self.max_in_flight = max_in_flight
+        #: The adaptive flow window (see the theory of operation); starts fully open.
+        self.window = float(max_in_flight)
+        self._window_decreased_at = -WINDOW_DECREASE_INTERVAL_S
+        #: Calls waiting for room in the window, first come first served.
+        self._admission: collections.deque[asyncio.Future[int]] = collections.deque()
+        #: Times the window was halved because the leader said it was busy.
+        self.window_decreases = 0
+        #: When the current connection last delivered an answer (event-loop time).
+        self._heard_at = 0.0
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -246,16 +279,73 @@ class AsyncClient:
         while True:
             if not self.session_id:
                 await self._ensure_session(deadline)
-            seq = self._next_seq
-            self._next_seq += 1
-            self._outstanding.add(seq)
-            heapq.heappush(self._outstanding_heap, seq)
+            seq = await self._admit(deadline)
             try:
                 reply = await self._send_command(deadline, self.session_id, seq, payload)
             finally:
-                self._outstanding.discard(seq)
+                self._release(seq)
             if reply is not None:
+                self._widen()
                 return _decoder.decode(reply.payload)
+
+    # -- flow control ------------------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        outstanding = self._outstanding
+        if len(outstanding) >= int(self.window):
+            return False
+        return not outstanding or self._next_seq - self._first_incomplete() < self.max_in_flight
+
+    def _start(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._outstanding.add(seq)
+        heapq.heappush(self._outstanding_heap, seq)
+        return seq
+
+    async def _admit(self, deadline: float) -> int:
+        """A sequence number for a new command, once the window has room for it."""
+        if not self._admission and self._has_room():
+            return self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._admission.append(future)
+        timer = loop.call_later(max(0.0, deadline - loop.time()), _time_out, future)
+        try:
+            return await future
+        except TimeoutError:
+            raise ClusterUnavailableError(
+                f"no room in the client's window of {int(self.window)} commands in flight "
+                "before the deadline; nothing was sent"
+            ) from None
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._release(future.result())  # admitted just as the caller gave up
+            raise
+        finally:
+            timer.cancel()
+
+    def _release(self, seq: int) -> None:
+        self._outstanding.discard(seq)
+        admission = self._admission
+        while admission and self._has_room():
+            future = admission.popleft()
+            if not future.done():
+                future.set_result(self._start())
+
+    def _widen(self) -> None:
+        """Additive increase: one more command per window of answered ones."""
+        if self.window < self.max_in_flight:
+            self.window = min(float(self.max_in_flight), self.window + 1.0 / self.window)
+
+    def _narrow(self) -> None:
+        """Multiplicative decrease, at most once per interval: the leader is busy."""
+        now = asyncio.get_running_loop().time()
+        if now - self._window_decreased_at < WINDOW_DECREASE_INTERVAL_S:
+            return
+        self._window_decreased_at = now
+        self.window = max(float(WINDOW_MIN), self.window / 2)
+        self.window_decreases += 1
 
     async def _send_command(
         self, deadline: float, session_id: int, seq: int, payload: bytes
@@ -444,6 +534,7 @@ class AsyncClient:
         request_id = next(self._request_ids)
         future = self._register(request_id, connection)
         connection.send(make(request_id))
+        sent_at = loop.time()
         # A timer rather than asyncio.wait_for: this is the hot path of every call.
         waited_s = min(deadline - loop.time(), self.attempt_timeout)
         timer = loop.call_later(waited_s, _time_out, future)
@@ -451,7 +542,12 @@ class AsyncClient:
             reply = await future
         except (TimeoutError, _ConnectionLost) as error:
             self._futures.pop(request_id, None)
-            self._drop(connection, rotate=True)
+            # A node that answered other requests meanwhile is alive, just slow for this
+            # one: keep the connection (dropping it would turn every other request in
+            # flight on it into a retry, the amplification that collapses a busy
+            # cluster). A silent one is presumed dead: move on.
+            if isinstance(error, _ConnectionLost) or self._heard_at <= sent_at:
+                self._drop(connection, rotate=True)
             self.retries += 1
             attempts.maybe_applied = True
             attempts.redirected = False
@@ -481,6 +577,8 @@ class AsyncClient:
             attempts.redirected = hinted
             return at_once
         attempts.redirected = False
+        if reply.message.startswith(("leader busy", "too many commands in flight")):
+            self._narrow()
         if not reply.message.startswith(RETRY_NOTHING_APPLIED_PREFIXES):
             attempts.maybe_applied = True
         return False
@@ -579,6 +677,7 @@ class AsyncClient:
                     answer.set_result(message)
                 return
             if isinstance(message, ClientReply | StatusReply | SnapshotReply):
+                self._heard_at = loop.time()
                 waiting = self._futures.pop(message.request_id, None)
                 if waiting is not None and not waiting[0].done():
                     waiting[0].set_result(message)

@@ -39,8 +39,15 @@ class NodeConfig:
     max_sessions: int = 10_000
     #: Replies each session caches for retries (commands a client may have unanswered).
     max_replies_per_session: int = 4096
-    #: Proposals waiting for the next batch; beyond it clients are told to retry.
-    max_pending_proposals: int = 100_000
+    #: Requests the leader holds at once (queued or proposed, not yet answered);
+    #: beyond it new ones are refused with "leader busy" and clients back off.
+    max_pending_proposals: int = 8192
+    #: ... and refused while the oldest pending request has waited longer than this
+    #: (0: no such bound): latency stays below clients' attempt timeouts (1 s by
+    #: default), so they never time out and append their commands again.
+    max_commit_wait_ms: int = 500
+    #: Client requests proposed in one Ready at most: a bounded turn of the loop.
+    max_proposals_per_batch: int = 4096
     max_command_bytes: int = 1024 * 1024
     max_message_bytes: int = 1024 * 1024
     max_inflight_messages: int = 256
@@ -82,6 +89,7 @@ class NodeConfig:
             "max_sessions",
             "max_replies_per_session",
             "max_pending_proposals",
+            "max_proposals_per_batch",
             "snapshot_chunk_bytes",
             "snapshots_keep",
         ):

@@ -86,12 +86,33 @@ from phalanx.transport.wire import (
 
 log = logging.getLogger("phalanx.node")
 
+#: A tick this late is logged: the loop did not run for that long.
+LOOP_STALL_WARN_MS = 100
+#: Retries of one pending command that wait on its entry (beyond: appended again).
+MAX_RETRIES_JOINED = 8
+
 
 @dataclass(slots=True)
-class _Waiter:
-    term: Term
-    connection: Connection
+class _Request:
+    """A client request on its way into the log: queued, then waiting on its index.
+
+    `retries` are later requests for the same (session, seq) that arrived while this
+    one was pending: they wait on the same entry instead of appending it again."""
+
+    data: bytes
+    connection: Connection | None  # None: the node's own entry (a clock)
     request_id: int
+    #: (session id, seq) of a command, for recognising its retries; None otherwise.
+    key: tuple[int, int] | None = None
+    queued_at: float = 0.0
+    term: Term = Term(0)
+    retries: list[tuple[Connection, int]] | None = None
+
+    def answer(self, reply: ClientReply) -> None:
+        if self.connection is not None:
+            self.connection.send(reply)
+        for connection, request_id in self.retries or ():
+            connection.send(msgspec.structs.replace(reply, request_id=request_id))
 
 
 class Node:
@@ -135,10 +156,19 @@ class Node:
             snapshot=snapshot,
         )
         self.transport: NodeTransport | None = None
-        #: Proposals for the next batch; a None connection is the node's own (a clock).
-        self._queue: list[tuple[bytes, Connection | None, int]] = []
+        #: Proposals for the next batch, oldest first.
+        self._queue: list[_Request] = []
         self._clock_queued_for = -1
-        self._waiters: dict[Index, _Waiter] = {}
+        #: Proposed requests by log index, oldest first (so the first is the oldest).
+        self._waiters: dict[Index, _Request] = {}
+        #: Queued or proposed commands by (session id, seq): a retry that arrives while
+        #: its command is pending joins it rather than appending it again.
+        self._pending: dict[tuple[int, int], _Request] = {}
+        #: Requests turned away because the leader was busy (for status and benchmarks).
+        self.refused_busy = 0
+        self.loop_stalls = 0
+        self.retries_joined = 0
+        self.retries_answered_from_cache = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._stop: asyncio.Event | None = None
@@ -207,6 +237,7 @@ class Node:
         )
         await self.transport.start()
         log.info("node %s serving on %s:%s", self.config.node_id, host, port)
+
         self.local_callback(self.service.on_start)
         ticker = asyncio.get_running_loop().create_task(self._tick_loop())
         ready_loop = asyncio.get_running_loop().create_task(self._ready_loop())
@@ -227,6 +258,16 @@ class Node:
         while True:
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            late_ms = (time.monotonic() - next_tick) * 1000
+            if late_ms > LOOP_STALL_WARN_MS:
+                self.loop_stalls += 1
+                # etcd's "took too long" warning: a stalled loop misses heartbeats,
+                # and its peers may elect another leader meanwhile.
+                log.warning(
+                    "event loop stalled: a tick ran %.0f ms late (%d stalls so far)",
+                    late_ms,
+                    self.loop_stalls,
+                )
             self.raw.tick()
             self._queue_clock_if_due()
             self._wake.set()
@@ -241,7 +282,7 @@ class Node:
         if deadline is None or deadline > now_ms or self._clock_queued_for == deadline:
             return
         self._clock_queued_for = deadline  # one clock per deadline, until it is applied
-        self._queue.append((encode_envelope(Clock(now_ms)), None, 0))
+        self._queue.append(_Request(encode_envelope(Clock(now_ms)), None, 0))
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -322,31 +363,98 @@ class Node:
                 ClientReply(message.request_id, ReplyStatus.NOT_LEADER, leader_hint=self._hint())
             )
             return
-        if len(self._queue) + len(self._waiters) >= self.config.max_pending_proposals:
-            connection.send(
-                ClientReply(message.request_id, ReplyStatus.RETRY, message="leader busy")
-            )
+        if isinstance(message, CommandRequest):
+            self._on_command(connection, message)
+            return
+        if self._refuse_if_busy(connection, message.request_id):
             return
         now_ms = int(time.time() * 1000)
-        if isinstance(message, CommandRequest):
-            if len(message.payload) > self.config.max_command_bytes:
-                connection.send(
-                    ClientReply(
-                        message.request_id,
-                        ReplyStatus.REJECTED,
-                        message=f"command of {len(message.payload)} bytes exceeds "
-                        f"max_command_bytes={self.config.max_command_bytes}",
-                    )
-                )
-                return
-            envelope: Any = Command(
-                now_ms, message.session_id, message.seq, message.first_incomplete, message.payload
-            )
-        elif isinstance(message, OpenSessionRequest):
+        envelope: Any
+        if isinstance(message, OpenSessionRequest):
             envelope = OpenSession(now_ms)
         elif isinstance(message, KeepAliveRequest):
             envelope = KeepAlive(now_ms, message.session_id)
-        self._queue.append((encode_envelope(envelope), connection, message.request_id))
+        self._enqueue(_Request(encode_envelope(envelope), connection, message.request_id))
+
+    def _on_command(self, connection: Connection, message: CommandRequest) -> None:
+        if len(message.payload) > self.config.max_command_bytes:
+            connection.send(
+                ClientReply(
+                    message.request_id,
+                    ReplyStatus.REJECTED,
+                    message=f"command of {len(message.payload)} bytes exceeds "
+                    f"max_command_bytes={self.config.max_command_bytes}",
+                )
+            )
+            return
+        key = (message.session_id, message.seq)
+        pending = self._pending.get(key)
+        if pending is not None:
+            # A retry of a command already on its way: wait on the same entry.
+            if pending.retries is None:
+                pending.retries = []
+            if len(pending.retries) < MAX_RETRIES_JOINED:
+                pending.retries.append((connection, message.request_id))
+                self.retries_joined += 1
+                return
+        cached = self._cached_reply(message)
+        if cached is not None:
+            self.retries_answered_from_cache += 1
+            connection.send(ClientReply(message.request_id, ReplyStatus.OK, payload=cached))
+            return
+        if self._refuse_if_busy(connection, message.request_id):
+            return
+        envelope = Command(
+            int(time.time() * 1000),
+            message.session_id,
+            message.seq,
+            message.first_incomplete,
+            message.payload,
+        )
+        request = _Request(encode_envelope(envelope), connection, message.request_id, key)
+        self._pending[key] = request
+        self._enqueue(request)
+
+    def _cached_reply(self, message: CommandRequest) -> bytes | None:
+        """The reply this leader already applied for (session, seq), if it still holds
+        it: a retry of a finished command is answered without a log entry. Safe: the
+        reply is the committed outcome, and the session table answers every later
+        retry the same."""
+        session = self.container.sessions.get(message.session_id)
+        if session is None:
+            return None
+        return session.replies.get(message.seq)
+
+    def _refuse_if_busy(self, connection: Connection, request_id: int) -> bool:
+        busy = self._busy()
+        if busy:
+            self.refused_busy += 1
+            connection.send(ClientReply(request_id, ReplyStatus.RETRY, message=busy))
+        return bool(busy)
+
+    def _busy(self) -> str:
+        """Why the leader turns new work away now, or "" if it takes it.
+
+        Admission control: beyond these bounds more work only lengthens every queue,
+        clients time out and retry, and retries are more work (the overload collapse).
+        Refusing early keeps latency bounded and tells clients to back off."""
+        pending = len(self._queue) + len(self._waiters)
+        if pending >= self.config.max_pending_proposals:
+            return f"leader busy: {pending} requests pending; retry after backing off"
+        wait_ms_max = self.config.max_commit_wait_ms
+        if wait_ms_max and self._waiters:
+            oldest = self._waiters[next(iter(self._waiters))]
+            waited_ms = (time.monotonic() - oldest.queued_at) * 1000
+            if waited_ms > wait_ms_max:
+                return (
+                    f"leader busy: the oldest pending request has waited {waited_ms:.0f} ms; "
+                    "retry after backing off"
+                )
+        return ""
+
+    def _enqueue(self, request: _Request) -> None:
+        request.queued_at = time.monotonic()
+        self._queue.append(request)
         self._wake.set()
 
     def _answer_locally(self, connection: Connection, message: ClientRequestMessage) -> bool:
@@ -601,28 +709,37 @@ class Node:
             self._stop.set()
 
     def _propose_queued(self) -> None:
+        """Proposes the queue's oldest requests, at most `max_proposals_per_batch` per
+        turn: a bounded Ready keeps ticks, heartbeats and peers' messages flowing."""
         if not self._queue:
             return
-        queue, self._queue = self._queue, []
+        limit = self.config.max_proposals_per_batch
+        batch, self._queue = self._queue[:limit], self._queue[limit:]
         try:
-            first, _ = self.raw.propose([data for data, _, _ in queue])
+            first, _ = self.raw.propose([request.data for request in batch])
         except (NotLeaderError, ProposalDroppedError) as error:
             status = (
                 ReplyStatus.NOT_LEADER if isinstance(error, NotLeaderError) else ReplyStatus.RETRY
             )
-            for _, connection, request_id in queue:
-                if connection is not None:
-                    connection.send(
-                        ClientReply(
-                            request_id, status, leader_hint=self._hint(), message=str(error)
-                        )
-                    )
+            reply = ClientReply(0, status, leader_hint=self._hint(), message=str(error))
+            for request in batch:
+                self._finish(request, reply)
             self._clock_queued_for = -1
             return
         term = self.raw.raft.term
-        for offset, (_, connection, request_id) in enumerate(queue):
-            if connection is not None:
-                self._waiters[Index(first + offset)] = _Waiter(term, connection, request_id)
+        for offset, request in enumerate(batch):
+            if request.connection is not None:
+                request.term = term
+                self._waiters[Index(first + offset)] = request
+        if self._queue:
+            self._wake.set()
+
+    def _finish(self, request: _Request, reply: ClientReply) -> None:
+        """Answers a request (and its joined retries) and forgets it."""
+        if request.key is not None:
+            self._pending.pop(request.key, None)
+        if request.connection is not None:
+            request.answer(msgspec.structs.replace(reply, request_id=request.request_id))
 
     def _on_soft_state(self, role: Role, leader: NodeId) -> None:
         log.info("node %s is now %s (leader %s)", self.config.node_id, role.value, leader)
@@ -633,17 +750,23 @@ class Node:
                 connection.close()
             self._subscribers.clear()
         self.local_callback(self.service.on_role_change, role.value)
-        if role is not Role.LEADER and self._waiters:
+        if role is not Role.LEADER and (self._waiters or self._queue):
             waiters, self._waiters = self._waiters, {}
+            queue, self._queue = self._queue, []
+            changed = ClientReply(
+                0,
+                ReplyStatus.RETRY,
+                leader_hint=self._hint(),
+                message="leadership changed; outcome unknown, retry",
+            )
             for waiter in waiters.values():
-                waiter.connection.send(
-                    ClientReply(
-                        waiter.request_id,
-                        ReplyStatus.RETRY,
-                        leader_hint=self._hint(),
-                        message="leadership changed; outcome unknown, retry",
-                    )
-                )
+                self._finish(waiter, changed)
+            never_proposed = ClientReply(
+                0, ReplyStatus.NOT_LEADER, leader_hint=self._hint(), message="not the leader"
+            )
+            for request in queue:
+                self._finish(request, never_proposed)
+            self._pending.clear()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -655,7 +778,7 @@ class Node:
                 reply = ClientReply(waiter.request_id, ReplyStatus.RETRY, message="entry lost")
             else:
                 reply = _reply_for(waiter.request_id, result)
-            waiter.connection.send(reply)
+            self._finish(waiter, reply)
 
     # -- status --------------------------------------------------------------------------------
 
@@ -681,6 +804,11 @@ class Node:
             "duplicates_suppressed": self.container.duplicates_suppressed,
             "sessions": len(self.container.sessions),
             "syncs": self.syncs,
+            "pending_requests": len(self._queue) + len(self._waiters),
+            "refused_busy": self.refused_busy,
+            "loop_stalls": self.loop_stalls,
+            "retries_joined": self.retries_joined,
+            "retries_answered_from_cache": self.retries_answered_from_cache,
             "snapshot_index": int(raft.snapshot_meta.index),
             "log_offset": int(raft.log.offset),
             "snapshots_taken": self.snapshots.stats.taken,
