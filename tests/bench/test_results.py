@@ -154,8 +154,12 @@ def test_peers_table_has_one_row_per_system_and_ratios_phalanx_over_peer() -> No
 
 
 def test_throughput_latency_and_memory_tables() -> None:
-    row = throughput_table([level(4, 9.0)]).splitlines()[2]
-    assert [cell.strip() for cell in row.split("|")[1:-1]] == ["4", "9.00", "0.50", "1.50", "0"]
+    overloaded = dict(level(40, 4.5), terms=[2, 3], entries_per_command=1.25)
+    rows = throughput_table([level(4, 9.0), overloaded]).splitlines()[2:]
+    cells = [[cell.strip() for cell in row.split("|")[1:-1]] for row in rows]
+    # Without term readings the elections column cannot say; with them it counts.
+    assert cells[0] == ["4", "9.00", "100%", "0.50", "1.50", "0", "?", "-"]
+    assert cells[1] == ["40", "4.50", "50%", "0.50", "1.50", "0", "1", "1.250"]
     assert latency_table({"phalanx": LATENCY}).splitlines()[2].split("|")[2].strip() == "0.50"
     table = memory_table(
         {

@@ -113,6 +113,16 @@ class BenchCluster:
         statuses = asyncio.run(self.statuses())
         return max((int(s["term"]) for s in statuses if s is not None), default=0)
 
+    def log_counts(self) -> tuple[int, int]:
+        """(log entries, commands applied) of the most advanced running node: between
+        two readings, entries per command says how many entries each acknowledged
+        command cost (retries appended again push it above 1)."""
+        statuses = [s for s in asyncio.run(self.statuses()) if s is not None]
+        if not statuses:
+            return (0, 0)
+        best = max(statuses, key=lambda s: int(s["applied_index"]))
+        return (int(best["last_index"]), int(best["commands_applied"]))
+
     async def wait_for_leader(self, timeout_s: float = LEADER_TIMEOUT_S) -> int:
         """The index of the node that leads with every running node agreeing."""
         deadline = time.monotonic() + timeout_s

@@ -55,6 +55,7 @@ def run_throughput(args: argparse.Namespace) -> int:
             "phalanx", cluster.addresses, clients=args.clients, in_flight_levels=levels,
             warmup_s=args.warmup, measure_s=args.seconds, value_bytes=args.value_bytes,
             watch=cluster.watch(), term=cluster.current_term,
+            log_counts=cluster.log_counts,
         )  # fmt: skip
     config = _load_config(args, levels)
     document = make_document("throughput", machine, config, {"levels": measured})
@@ -69,12 +70,31 @@ def run_throughput(args: argparse.Namespace) -> int:
 
 
 def throughput_table(levels: list[dict[str, Any]]) -> str:
-    rows = [
-        [level["in_flight"], level["ops_per_second"], ms(level["latency_us"]["p50"]),
-         ms(level["latency_us"]["p99"]), level["errors"]]
-        for level in levels
-    ]  # fmt: skip
-    return format_table(["in flight", "puts/s", "p50 ms", "p99 ms", "errors"], rows)
+    """One row per level; `of peak` is goodput against the best level of this run, and
+    a level whose term moved had an election in it."""
+    peak = max((level["ops_per_second"] for level in levels), default=0.0)
+    rows = []
+    for level in levels:
+        terms = level.get("terms")
+        elections = terms[1] - terms[0] if terms else "?"
+        per_command = level.get("entries_per_command")
+        rows.append(
+            [
+                level["in_flight"],
+                level["ops_per_second"],
+                f"{level['ops_per_second'] / peak:.0%}" if peak else "-",
+                ms(level["latency_us"]["p50"]),
+                ms(level["latency_us"]["p99"]),
+                level["errors"],
+                elections,
+                "-" if per_command is None else f"{per_command:.3f}",
+            ]
+        )
+    return format_table(
+        ["in flight", "puts/s", "of peak", "p50 ms", "p99 ms", "errors", "elections",
+         "entries/command"],
+        rows,
+    )  # fmt: skip
 
 
 def run_latency(args: argparse.Namespace) -> int:

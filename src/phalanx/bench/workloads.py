@@ -28,15 +28,19 @@ def sweep(
     value_bytes: int = 100,
     watch: dict[str, int] | None = None,
     term: Callable[[], int] | None = None,
+    log_counts: Callable[[], tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Committed puts/s at each in-flight level (per client process), one level at a time.
 
     `term`, when given, reads the cluster's current Raft term before and after each
     level: a level during which it moved had an election in it, which the level's
-    record and progress line say, because its numbers then measure that too."""
+    record and progress line say, because its numbers then measure that too.
+    `log_counts`, when given, reads (log entries, commands applied) around each level
+    for its entries per applied command (1.0: no command was appended twice)."""
     levels = []
     for number, per_client in enumerate(in_flight_levels, start=1):
         term_before = term() if term is not None else None
+        counts_before = log_counts() if log_counts is not None else None
         start_at = time.time() + START_UP_S + warmup_s
         specs = [
             LoadSpec(
@@ -66,6 +70,11 @@ def sweep(
             "cpu_percent": cpu,
             "cpu_us_per_op": cpu_us_per_op(cpu, merged.ops / merged.seconds),
         }
+        if log_counts is not None and counts_before is not None:
+            entries, applied = (a - b for a, b in zip(log_counts(), counts_before, strict=True))
+            level["log_entries"] = entries
+            level["commands_applied"] = applied
+            level["entries_per_command"] = round(entries / applied, 3) if applied else None
         elections = ""
         if term is not None and term_before is not None:
             level["terms"] = [term_before, term()]
@@ -78,7 +87,13 @@ def sweep(
             f"{system}: level {number}/{len(in_flight_levels)}: {level['in_flight']} in flight "
             f"({clients}x{per_client}): {level['ops_per_second']:,.0f} puts/s, "
             f"p50 {level['latency_us']['p50'] / 1000:.2f} ms, errors {merged.errors}; CPU % of "
-            f"a core: {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}{elections}"
+            f"a core: {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())}"
+            + (
+                f"; {level['entries_per_command']} log entries per command"
+                if level.get("entries_per_command") is not None
+                else ""
+            )
+            + elections
         )
     return levels
 

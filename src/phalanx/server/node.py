@@ -88,6 +88,8 @@ log = logging.getLogger("phalanx.node")
 
 #: A tick this late is logged: the loop did not run for that long.
 LOOP_STALL_WARN_MS = 100
+#: Stalls logged one by one; after these, every hundredth.
+STALLS_LOGGED_IN_FULL = 20
 #: Retries of one pending command that wait on its entry (beyond: appended again).
 MAX_RETRIES_JOINED = 8
 
@@ -258,19 +260,29 @@ class Node:
         while True:
             next_tick += interval
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-            late_ms = (time.monotonic() - next_tick) * 1000
-            if late_ms > LOOP_STALL_WARN_MS:
-                self.loop_stalls += 1
-                # etcd's "took too long" warning: a stalled loop misses heartbeats,
-                # and its peers may elect another leader meanwhile.
-                log.warning(
-                    "event loop stalled: a tick ran %.0f ms late (%d stalls so far)",
-                    late_ms,
-                    self.loop_stalls,
-                )
+            late_s = time.monotonic() - next_tick
+            if late_s > interval:
+                # The loop did not run for a while (kept from the CPU, a long Ready).
+                # The missed ticks are not replayed in a burst: a burst would count the
+                # stall as silence from the leader before this node could read the
+                # heartbeats that wait in its socket, and start an election over it.
+                next_tick += late_s
+                if late_s * 1000 > LOOP_STALL_WARN_MS:
+                    self._note_stall(late_s * 1000)
             self.raw.tick()
             self._queue_clock_if_due()
             self._wake.set()
+
+    def _note_stall(self, late_ms: float) -> None:
+        self.loop_stalls += 1
+        # etcd's "took too long" warning: a stalled loop misses heartbeats, and its
+        # peers may elect another leader meanwhile.
+        if self.loop_stalls <= STALLS_LOGGED_IN_FULL or self.loop_stalls % 100 == 0:
+            log.warning(
+                "event loop stalled: a tick ran %.0f ms late (%d stalls so far)",
+                late_ms,
+                self.loop_stalls,
+            )
 
     def _queue_clock_if_due(self) -> None:
         """Timers fire only when an entry carries cluster time past their deadline; when
