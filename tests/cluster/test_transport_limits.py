@@ -2,13 +2,15 @@
 processes (issue 11, item 5, "A few connections can take the node's memory"): a
 connection that never says Hello is closed after the handshake timeout; unfinished
 frames are bounded per connection and in total; a frame that stalls closes its
-connection; a client connection opens a bounded number of sessions. Each time the node
-keeps serving ordinary clients. docs/limits.md lists these limits."""
+connection; a client connection opens a bounded number of sessions; a client that does
+not read its replies is paused, then closed. Each time the node keeps serving ordinary
+clients. docs/limits.md lists these limits."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from phalanx.bench.results import parse_status_kib
 from phalanx.transport.tcp import (
+    CLIENT_READ_PAUSE_TIMEOUT_S,
     FRAME_STALL_TIMEOUT_S,
     HANDSHAKE_TIMEOUT_S,
     PARTIAL_FRAME_BYTES_TOTAL_MAX,
@@ -28,6 +31,7 @@ from phalanx.transport.wire import (
     Hello,
     OpenSessionRequest,
     ReplyStatus,
+    StatusRequest,
     Welcome,
     encode_frame,
 )
@@ -45,6 +49,16 @@ RSS_GROWTH_BYTES_MAX = 2 * PARTIAL_FRAME_BYTES_TOTAL_MAX
 #: Bounds on waiting, not expectations.
 UNREAD_TIMEOUT_S = 30.0
 SESSION_BURST = 3 * SESSIONS_PER_CONNECTION_MAX
+#: The attack that found the write side: one client connection sends StatusRequests (25
+#: bytes each) and never reads the replies (hundreds of bytes each). 200,000 of them
+#: raised a node's RSS from 33 to 122 MiB; 300,000 raised it from 34 to 234 MiB.
+GREEDY_REQUESTS = 300_000
+#: What the node's peak RSS may grow by meanwhile: what the node holds for the
+#: connection is a few MiB (CLIENT_REPLY_BYTES_HIGH and one read's requests); the rest
+#: is slack for the interpreter and its allocator.
+GREEDY_RSS_GROWTH_BYTES_MAX = 64 * 1024 * 1024
+#: Bound on waiting for the node to close that connection, not an expectation.
+GREEDY_CLOSE_TIMEOUT_S = CLIENT_READ_PAUSE_TIMEOUT_S * 2
 TCP_ESTABLISHED = "01"
 
 
@@ -162,3 +176,53 @@ def test_a_client_connection_opens_a_bounded_number_of_sessions(cluster: LiveClu
     cluster.wait_for_log_line(target, "SESSIONS_PER_CONNECTION_MAX")
     with cluster.client() as client:  # a new connection opens its own session
         cluster.put_and_check(client, "after a session burst", "still serving")
+
+
+def send_until_closed(raw: RawConnection, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # the node closed it: that is the point
+        raw.send_bytes(data)
+
+
+def test_a_client_that_never_reads_its_replies_does_not_take_the_nodes_memory(
+    cluster: LiveCluster,
+) -> None:
+    target = cluster.wait_for_leader()
+    pid = cluster.processes[target].pid  # type: ignore[union-attr]
+    before = status_bytes(pid, "VmRSS")
+    greedy = RawConnection(cluster.addresses[target], timeout=GREEDY_CLOSE_TIMEOUT_S)
+    remote = f"127.0.0.1:{greedy.socket.getsockname()[1]}"
+    greedy.send(Hello(cluster.cluster_id, "client"))
+    assert isinstance(greedy.receive(), Welcome)
+    requests = b"".join(encode_frame(StatusRequest(i)) for i in range(GREEDY_REQUESTS))
+    sender = threading.Thread(target=send_until_closed, args=(greedy, requests), daemon=True)
+    sender.start()
+
+    def settled() -> str | None:
+        """The node's line closing the connection, or (before the fix) a note that it
+        read every request, answering each."""
+        for line in cluster.log_text(target).splitlines():
+            if f"closing connection from {remote}" in line:
+                return line
+        if not sender.is_alive() and unread_bytes(cluster.port(target)) == 0:
+            return "the node read every request"
+        return None
+
+    try:
+        with cluster.client() as client:
+            cluster.put_and_check(client, "while a client does not read", "still serving")
+        outcome = cluster.wait_until(
+            settled, "the greedy connection to settle", GREEDY_CLOSE_TIMEOUT_S, must_run=[target]
+        )
+        growth = status_bytes(pid, "VmHWM") - before
+        assert growth <= GREEDY_RSS_GROWTH_BYTES_MAX, (
+            f"the node's peak RSS grew by {growth >> 20} MiB "
+            f"(bound {GREEDY_RSS_GROWTH_BYTES_MAX >> 20}); {outcome}"
+        )
+        assert "CLIENT_READ_PAUSE_TIMEOUT_S" in outcome, outcome
+        assert "bytes of replies it has not read" in outcome, outcome
+        with cluster.client() as client:
+            cluster.put_and_check(client, "after a client did not read", "still serving")
+    finally:
+        greedy.close()
+        sender.join(GREEDY_CLOSE_TIMEOUT_S)
+    cluster.assert_same_digests(cluster.wait_converged())

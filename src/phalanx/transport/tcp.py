@@ -24,6 +24,22 @@ inbound connections together may hold `PARTIAL_FRAME_BYTES_TOTAL_MAX` bytes; bey
 that the connections holding the oldest ones (clients' before peers') are closed. A
 client connection may open `SESSIONS_PER_CONNECTION_MAX` sessions per
 `SESSION_OPENS_WINDOW_S`; further OpenSessionRequests are answered REJECTED.
+
+So is what a client that does not read its replies can make the node hold: a 25-byte
+StatusRequest costs hundreds of bytes of reply, and a reply not read stays in the
+process (the transport's write buffer) once the kernel's socket buffers are full. A client
+connection's unsent replies, counted at each flush, drive asyncio's flow control: above
+`CLIENT_REPLY_BYTES_HIGH` the transport calls `pause_writing` and the node stops
+reading that connection (requests of the last read that are not handled yet wait with
+it), and once the client has read them down to `CLIENT_REPLY_BYTES_LOW`,
+`resume_writing` has the node handle those and read again. Replies to requests taken
+before the pause still come (commands committing, pushed messages), so a connection
+whose unsent replies pass `CLIENT_REPLY_BYTES_MAX`, or whose reading stays paused for
+`CLIENT_READ_PAUSE_TIMEOUT_S`, is closed, its unsent replies dropped. The unsent replies
+of all client connections together may hold `CLIENT_REPLY_BYTES_TOTAL_MAX`; beyond that
+the ones holding the most are closed. Peers are not held to this: an outbound link drops
+Raft messages while its transport is paused (Raft sends them again), and an inbound
+peer connection is never paused or closed by the client rule.
 docs/limits.md says what a peer or client sees at each limit.
 """
 
@@ -32,9 +48,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
+import sys
 import typing
 from collections.abc import Callable
 
@@ -97,6 +115,30 @@ FRAME_STALL_TIMEOUT_S = 10.0
 #: their own sake, each one a log entry and a slot in the replicated session table.
 SESSIONS_PER_CONNECTION_MAX = 64
 SESSION_OPENS_WINDOW_S = 60.0
+#: Unsent reply bytes above which the node stops reading a client connection. Most
+#: replies are a few hundred bytes and the largest about `max_message_bytes` (1 MiB by
+#: default). A client that keeps reading seldom leaves any in the process (the kernel's
+#: socket buffers hold what it has yet to take), and if it does, the pause only makes it
+#: wait; one that does not read is held to about this much plus the requests of one
+#: read (at most 256 KiB).
+CLIENT_REPLY_BYTES_HIGH = 1024 * 1024
+#: ... and below which (the client has read the rest) it reads the connection again:
+#: low enough that a slow reader is resumed in large steps, not once per reply.
+CLIENT_REPLY_BYTES_LOW = 256 * 1024
+#: Unsent reply bytes at which a client connection is closed. Reading is paused long
+#: before, but replies to requests already taken still come (a command's reply once it
+#: commits, a subscriber's pushed messages); 32 of the largest fit, and a connection
+#: that lets that many pile up is not reading them.
+CLIENT_REPLY_BYTES_MAX = 32 * 1024 * 1024
+#: A client connection whose reading stays paused this long is closed: it has not read
+#: the 768 KiB between the two marks, when a link of 1 Mbit/s carries 3.5 MiB in that
+#: time, and it holds up to `CLIENT_REPLY_BYTES_MAX` and a connection slot meanwhile.
+CLIENT_READ_PAUSE_TIMEOUT_S = 30.0
+#: Unsent reply bytes all client connections of a node may hold together; beyond it
+#: the connections holding the most are closed. 4096 connections (the most a node
+#: accepts) each paused at the high-water mark would hold 4 GiB; 256 MiB is a couple of
+#: hundred of those, or 8 at `CLIENT_REPLY_BYTES_MAX`.
+CLIENT_REPLY_BYTES_TOTAL_MAX = 256 * 1024 * 1024
 
 ClientRequestMessage = (
     OpenSessionRequest
@@ -108,6 +150,27 @@ ClientRequestMessage = (
     | Subscribe
 )
 ClientResponseMessage = ClientReply | StatusReply | SnapshotReply
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientReplyLimits:
+    """What one client connection's unsent replies may make the node hold (see the
+    module docstring): reading pauses above `high_bytes` and resumes at `low_bytes`; the
+    connection is closed above `max_bytes` or once paused for `paused_timeout_s`."""
+
+    high_bytes: int = CLIENT_REPLY_BYTES_HIGH
+    low_bytes: int = CLIENT_REPLY_BYTES_LOW
+    max_bytes: int = CLIENT_REPLY_BYTES_MAX
+    paused_timeout_s: float = CLIENT_READ_PAUSE_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_bytes < self.high_bytes <= self.max_bytes:
+            raise ValueError(
+                f"client reply limits need 0 <= low ({self.low_bytes}) < high "
+                f"({self.high_bytes}) <= max ({self.max_bytes})"
+            )
+        if self.paused_timeout_s <= 0:
+            raise ValueError(f"paused_timeout_s must be positive, not {self.paused_timeout_s}")
 
 
 class ConnectionState(enum.Enum):
@@ -168,7 +231,8 @@ class Connection(asyncio.Protocol):
     """One framed TCP connection. `on_message` gets each decoded message.
 
     With `frame_stall_timeout_s`, a frame that began arriving and is not whole that
-    long after closes the connection.
+    long after closes the connection. After `limit_replies` (a client connection), its
+    unsent replies pause its reading and may close it (see the module docstring).
     """
 
     def __init__(
@@ -184,6 +248,10 @@ class Connection(asyncio.Protocol):
         self._on_lost = on_lost
         self._reader = FrameReader(max_frame_bytes)
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        #: Flush at once when this much is queued: a client's high-water mark, so that the
+        #: transport's flow control sees a burst of replies within the turn.
+        self._flush_at_bytes = sys.maxsize
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -206,6 +274,20 @@ class Connection(asyncio.Protocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         #: On a client connection that asked for a session: the sessions it opened.
         self.session_opens: SessionOpens | None = None
+        #: On a client connection: what its unsent replies may hold.
+        self.reply_limits: ClientReplyLimits | None = None
+        #: Called with each change in `reply_bytes` (the listener's budget).
+        self.on_reply_bytes: Callable[[Connection, int], None] | None = None
+        #: What a client connection made the node hold when last counted (at each flush
+        #: and pause): unsent replies, and requests held back while reading is paused.
+        #: Replies sent since are not subtracted until the next count.
+        self.reply_bytes = 0
+        self.reading_paused = False
+        self._pause_timer: asyncio.TimerHandle | None = None
+        #: The payloads of a read not handled when reading paused, oldest first, and the
+        #: memory they take.
+        self._held_back: list[bytes] = []
+        self._held_back_bytes = 0
         self.writable = asyncio.Event()
         self.writable.set()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -238,22 +320,34 @@ class Connection(asyncio.Protocol):
             self.protocol_error(f"no Hello within {HANDSHAKE_TIMEOUT_S:.0f} s")
 
     def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        reader.append(data)
+        self._reader.append(data)
+        self._handle_frames()
+
+    def _handle_frames(self) -> None:
         try:
-            # Until nothing is taken: handling a Hello raises the limit for the frames
-            # after it, which the first take may have left.
-            while payloads := reader.take_payloads():
-                for payload in payloads:
-                    if self.state is ConnectionState.CLOSED:
-                        return
-                    self._on_message(self, decode_message(payload))
+            self._hand_over_payloads()
         except FrameError as error:
             self.protocol_error(str(error))
         if self.state is not ConnectionState.CLOSED:
             self._note_partial_frame()  # may close it: the listener's budget
         if self.on_received is not None and self.state is not ConnectionState.CLOSED:
             self.on_received()
+
+    def _hand_over_payloads(self) -> None:
+        reader = self._reader
+        # Until nothing is taken: handling a Hello raises the limit for the frames after
+        # it, which the first take may have left. Held-back payloads go first: they were
+        # read first.
+        while not self.reading_paused and (
+            payloads := self._take_held_back() or reader.take_payloads()
+        ):
+            for position, payload in enumerate(payloads):
+                if self.state is ConnectionState.CLOSED:
+                    return
+                if self.reading_paused:  # a reply just filled the write buffer
+                    self._hold_back(payloads[position:])
+                    return
+                self._on_message(self, decode_message(payload))
 
     def _note_partial_frame(self) -> None:
         reader = self._reader
@@ -279,14 +373,17 @@ class Connection(asyncio.Protocol):
             self.partial_frame_since + self._frame_stall_timeout_s,
             self._check_stalled,
             self._partial_frame_number,
+            self.partial_frame_since,
         )
 
-    def _check_stalled(self, frame_number: int) -> None:
+    def _check_stalled(self, frame_number: int, since: float) -> None:
         self._stall_timer = None
         if self.state is ConnectionState.CLOSED or not self.partial_frame_bytes:
             return
-        if frame_number != self._partial_frame_number:
-            self._watch_for_stall()  # that frame completed; a later one is arriving
+        if self.reading_paused:
+            return  # the node stopped reading, not the sender: re-armed on resuming
+        if frame_number != self._partial_frame_number or since != self.partial_frame_since:
+            self._watch_for_stall()  # that frame completed (or its clock restarted)
             return
         self.protocol_error(
             f"a frame stalled: {self.partial_frame_bytes} bytes of it arrived and it was "
@@ -305,6 +402,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = ConnectionState.CLOSED
         self._release_partial_frame()
+        self._release_replies()
         if not self.closed.done():
             self.closed.set_result(None)
         self._on_lost(self)
@@ -312,10 +410,114 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.paused = True
         self.writable.clear()
+        if self.reply_limits is not None:
+            self._pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
         self.writable.set()
+        if self.reading_paused:
+            # Not from within the transport's write callback: handling the requests held
+            # back sends replies.
+            self._loop.call_soon(self._resume_reading)
+
+    # -- a client's unsent replies -----------------------------------------------------------
+
+    def limit_replies(
+        self, limits: ClientReplyLimits, on_reply_bytes: Callable[[Connection, int], None]
+    ) -> None:
+        """Holds this connection (a client's) to `limits`; `on_reply_bytes` gets each
+        change in what it holds."""
+        assert self.transport is not None
+        self.reply_limits = limits
+        self.on_reply_bytes = on_reply_bytes
+        self._flush_at_bytes = limits.high_bytes
+        self.transport.set_write_buffer_limits(high=limits.high_bytes, low=limits.low_bytes)
+
+    def count_reply_bytes(self) -> None:
+        """Counts what this client connection holds now (see `reply_bytes`) and closes
+        it if that is over its limit. Between counts only the client's reading changes
+        it, so a count taken again is never higher."""
+        limits = self.reply_limits
+        if limits is None or self.closed.done():
+            return
+        held = self._held_bytes()
+        if held > limits.max_bytes:
+            self.abort(
+                f"it holds {held} bytes of replies it has not read, over the limit of "
+                f"{limits.max_bytes} (CLIENT_REPLY_BYTES_MAX)"
+            )
+        else:
+            self._set_reply_bytes(held)
+
+    def _held_bytes(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_write_buffer_size() + self._held_back_bytes
+
+    def _set_reply_bytes(self, held: int) -> None:
+        change = held - self.reply_bytes
+        if change:
+            self.reply_bytes = held
+            if self.on_reply_bytes is not None:
+                self.on_reply_bytes(self, change)  # may close this or another connection
+
+    def _pause_reading(self) -> None:
+        limits = self.reply_limits
+        if self.reading_paused or limits is None or self.transport is None:
+            return
+        self.reading_paused = True
+        self.transport.pause_reading()
+        self._pause_timer = self._loop.call_later(limits.paused_timeout_s, self._check_paused)
+
+    def _resume_reading(self) -> None:
+        if not self.reading_paused or self.paused or self.state is ConnectionState.CLOSED:
+            return  # paused again before this ran, or closed
+        self._stop_pause_timer()
+        self.reading_paused = False
+        self._handle_frames()  # the requests held back; their replies may pause it again
+        self.count_reply_bytes()
+        transport = self.transport
+        if self.reading_paused or transport is None or transport.is_closing():
+            return
+        transport.resume_reading()
+        if self.partial_frame_bytes and self._frame_stall_timeout_s is not None:
+            # Its sender could not send the rest while the node was not reading.
+            self.partial_frame_since = self._loop.time()
+            if self._stall_timer is None:
+                self._watch_for_stall()
+
+    def _check_paused(self) -> None:
+        self._pause_timer = None
+        if not self.reading_paused or self.closed.done():
+            return
+        assert self.reply_limits is not None
+        timeout_s = self.reply_limits.paused_timeout_s
+        self.abort(
+            f"it holds {self._held_bytes()} bytes of replies it has not read, and reading "
+            f"it stayed paused for {timeout_s:g} s (CLIENT_READ_PAUSE_TIMEOUT_S)"
+        )
+
+    def _stop_pause_timer(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+
+    def _hold_back(self, payloads: list[bytes]) -> None:
+        self._held_back = payloads
+        self._held_back_bytes = sys.getsizeof(payloads) + sum(map(sys.getsizeof, payloads))
+        self.count_reply_bytes()
+
+    def _take_held_back(self) -> list[bytes]:
+        payloads, self._held_back = self._held_back, []
+        self._held_back_bytes = 0
+        return payloads
+
+    def _release_replies(self) -> None:
+        self._stop_pause_timer()
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._take_held_back()
+        self._set_reply_bytes(0)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -324,8 +526,12 @@ class Connection(asyncio.Protocol):
             return
         if self.session_opens is not None and isinstance(message, ClientReply):
             self.session_opens.answered(message, self._loop.time())
-        self._pending.append(encode_frame(message))
-        if not self._flush_scheduled:
+        frame = encode_frame(message)
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if self._pending_bytes >= self._flush_at_bytes:
+            self._flush()  # may pause reading this connection, or close it
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -337,22 +543,45 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._pending and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self._pending))
+        transport = self.transport
+        if self._pending and transport is not None and not transport.is_closing():
+            transport.write(b"".join(self._pending))  # may call pause_writing
         self._pending.clear()
+        self._pending_bytes = 0
+        if self.reply_limits is not None:
+            self.count_reply_bytes()
 
     def protocol_error(self, problem: str) -> None:
         log.warning("closing connection from %s: %s", self.remote, problem)
         self.close()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             self._flush()
             self.state = ConnectionState.CLOSED
-            self.transport.close()
+            limits = self.reply_limits
+            if limits is not None and transport.get_write_buffer_size() > limits.high_bytes:
+                # A client not reading its replies: closing gracefully would hold them
+                # until it read them.
+                transport.abort()
+                self._release_replies()
+            else:
+                transport.close()
             # At once, not at connection_lost a loop turn later: a listener over its
             # budget counts on the memory being free when this returns.
             self._release_partial_frame()
+
+    def abort(self, problem: str) -> None:
+        """Closes at once, dropping what is unsent: for a client that does not read its
+        replies, whose connection a graceful close would keep, holding them, until it
+        did."""
+        log.warning("closing connection from %s: %s", self.remote, problem)
+        self.state = ConnectionState.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+        self._release_partial_frame()
+        self._release_replies()
 
 
 class PeerLink:
@@ -471,6 +700,8 @@ class NodeTransport:
         on_peer_read: Callable[[], None] | None = None,
         frame_stall_timeout_s: float = FRAME_STALL_TIMEOUT_S,
         partial_frame_bytes_max: int = PARTIAL_FRAME_BYTES_TOTAL_MAX,
+        client_reply_limits: ClientReplyLimits | None = None,
+        client_reply_bytes_max: int = CLIENT_REPLY_BYTES_TOTAL_MAX,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
@@ -484,6 +715,10 @@ class NodeTransport:
         )
         #: Bytes of unfinished frames all inbound connections hold together.
         self.partial_frame_bytes = 0
+        self.client_reply_limits = client_reply_limits or ClientReplyLimits()
+        self.client_reply_bytes_max = client_reply_bytes_max
+        #: What client connections hold together (see `Connection.reply_bytes`).
+        self.client_reply_bytes = 0
         self._on_peer_message = on_peer_message
         self._on_client_message = on_client_message
         self.on_peer_unreachable = on_peer_unreachable
@@ -548,6 +783,36 @@ class NodeTransport:
                 f"its unfinished frame ({connection.partial_frame_bytes} bytes, begun "
                 f"{now - connection.partial_frame_since:.1f} s ago) is among the oldest "
                 "while unfinished frames are over the node's budget"
+            )
+
+    def _on_reply_bytes(self, connection: Connection, change: int) -> None:
+        self.client_reply_bytes += change
+        if change > 0 and self.client_reply_bytes > self.client_reply_bytes_max:
+            self._shed_replies()
+
+    def _shed_replies(self) -> None:
+        """Closes the client connections holding the most unsent replies until they hold
+        at most the budget, after counting them all again: a count taken at a flush still
+        includes what the client has read since."""
+        for connection in list(self.inbound):
+            connection.count_reply_bytes()  # never higher: this does not recurse
+        if self.client_reply_bytes <= self.client_reply_bytes_max:
+            return
+        log.warning(
+            "client connections hold %d bytes of unsent replies, over the budget of %d "
+            "(CLIENT_REPLY_BYTES_TOTAL_MAX): closing those holding the most",
+            self.client_reply_bytes,
+            self.client_reply_bytes_max,
+        )
+        holders = sorted(
+            (c for c in self.inbound if c.reply_bytes), key=lambda c: c.reply_bytes, reverse=True
+        )
+        for connection in holders:
+            if self.client_reply_bytes <= self.client_reply_bytes_max:
+                break
+            connection.abort(
+                f"it holds {connection.reply_bytes} bytes of replies it has not read, the "
+                "most of any client while client connections are over the node's budget"
             )
 
     async def close(self) -> None:
@@ -640,6 +905,7 @@ class NodeTransport:
             connection.on_received = self.on_peer_read
         else:
             connection.state = ConnectionState.CLIENT
+            connection.limit_replies(self.client_reply_limits, self._on_reply_bytes)
         connection.send(Welcome(self.node_id))
 
     def _check_hello(self, hello: Hello) -> str:
