@@ -9,45 +9,19 @@ cache: two states from one log.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import msgspec
 import pytest
 
-from phalanx.core.types import Entry, EntryKind, Index, Term
 from phalanx.examples.kv import KeyValue
-from phalanx.service.container import (
-    ApplyResult,
-    ApplyStatus,
-    ContainerLimits,
-    ServiceContainer,
-)
-from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
+from phalanx.service.container import ApplyStatus, ContainerLimits, ServiceContainer
+from phalanx.service.envelope import Command, OpenSession
+from phalanx.sim.bugs import inject
+from phalanx.sim.checkers import InvariantViolation
+from phalanx.sim.replay import check_replay, digests, entries_of, outcome
 
 encode = msgspec.msgpack.encode
-
-
-def entries_of(envelopes: list[Any]) -> list[Entry]:
-    return [
-        Entry(Term(1), Index(i + 1), EntryKind.COMMAND, encode_envelope(envelope))
-        for i, envelope in enumerate(envelopes)
-    ]
-
-
-def outcome(result: ApplyResult | None) -> Any:
-    if result is None:
-        return None
-    return (result.status, result.reply, result.session_id, result.seq, result.duplicate)
-
-
-def digests(container: ServiceContainer) -> tuple[str, str, str, int]:
-    return (
-        container.log_digest(),
-        container.state_digest(),
-        container.outcome_digest(),
-        len(container.sessions),
-    )
 
 
 def test_reply_cached_out_of_order_is_forgotten_the_same_live_and_restored() -> None:
@@ -77,73 +51,35 @@ def test_reply_cached_out_of_order_is_forgotten_the_same_live_and_restored() -> 
     assert digests(restored) == digests(live)
 
 
-def random_history(rng: random.Random, length: int) -> list[Any]:
-    """Sessions with commands retried out of order, acknowledgements that jump, time
-    that moves and stalls (so sessions expire), keepalives and clock entries."""
-    envelopes: list[Any] = []
-    sessions: list[int] = []
-    next_seq: dict[int, int] = {}
-    time_ms = 0
-    for _ in range(length):
-        index = len(envelopes) + 1
-        if rng.random() < 0.3:
-            time_ms += rng.choice((0, 0, 5, 50, 400))
-        roll = rng.random()
-        if not sessions or roll < 0.04:
-            envelopes.append(OpenSession(time_ms))
-            sessions.append(index)
-            next_seq[index] = 1
-        elif roll < 0.07:
-            envelopes.append(KeepAlive(time_ms, rng.choice(sessions)))
-        elif roll < 0.09:
-            envelopes.append(Clock(time_ms))
-        elif roll < 0.1:  # a session this log never opened (or long forgotten)
-            envelopes.append(Command(time_ms, index + 7, 1, 1, encode({"op": "get", "key": "k"})))
-        else:
-            session = rng.choice(sessions)
-            top = next_seq[session]
-            if rng.random() < 0.35 and top > 1:
-                seq = rng.randint(max(1, top - 12), top - 1)  # a late retry
-            else:
-                seq = top
-                next_seq[session] = top + 1
-            first_incomplete = rng.randint(max(1, seq - 10), seq)
-            key = f"k{rng.randint(0, 20)}"
-            command = (
-                {"op": "put", "key": key, "value": index}
-                if rng.random() < 0.7
-                else {"op": "get", "key": key}
-            )
-            envelopes.append(Command(time_ms, session, seq, first_incomplete, encode(command)))
-    return envelopes
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_rebuilding_from_every_snapshot_reaches_the_live_outcomes_and_digests(seed: int) -> None:
-    rng = random.Random(seed)
-    limits = ContainerLimits(
-        max_replies_per_session=rng.choice((2, 3, 5)),
-        max_sessions=rng.choice((3, 5, 50)),
-        session_timeout_ms=rng.choice((300, 1000, 60_000)),
-    )
-    log = entries_of(random_history(rng, 600))
-    live = ServiceContainer(KeyValue(), limits)
-    snapshots = []
-    live_outcomes = []
-    for entry in log:
-        snapshots.append(live.snapshot_bytes())  # the state before `entry`
-        live_outcomes.append(outcome(live.apply(entry)))
-    statuses = {o[0] for o in live_outcomes if o is not None}
-    # The history must reach the paths that decide outcomes, or the test proves little.
-    assert ApplyStatus.TOO_MANY_INFLIGHT in statuses
-    assert ApplyStatus.SESSION_UNKNOWN in statuses
-    assert any(o is not None and o[4] for o in live_outcomes)  # duplicates answered
-    for start, data in enumerate(snapshots):
-        rebuilt = ServiceContainer(KeyValue(), limits)
-        rebuilt.restore(data)
-        replayed = [outcome(rebuilt.apply(entry)) for entry in log[start:]]
-        assert replayed == live_outcomes[start:], f"seed {seed}: rebuilt from entry {start}"
-        assert digests(rebuilt) == digests(live), f"seed {seed}: rebuilt from entry {start}"
+    """The swarm's replay check, rebuilding from the snapshot before EVERY entry."""
+    report = check_replay(seed, entries=600, every=1)
+    assert report.rebuilds == 600
+    assert report.duplicates > 0
+
+
+def test_the_histories_reach_every_outcome_that_state_decides() -> None:
+    """A history that never fills a reply cache or loses a session proves little."""
+    reports = [check_replay(seed, entries=300, every=50) for seed in range(12)]
+    for status in ApplyStatus:
+        if status is not ApplyStatus.MALFORMED:
+            reached = sum(status in report.statuses for report in reports)
+            assert reached >= 6, f"{status.name} reached in only {reached} of 12 seeds"
+
+
+def test_the_replay_check_catches_forgetting_in_cache_order() -> None:
+    with inject("forget-in-cache-order"):
+        caught = []
+        for seed in range(30):
+            try:
+                check_replay(seed)
+            except InvariantViolation as violation:
+                caught.append(violation)
+    assert caught, "the planted bug went unseen in 30 seeds"
+    assert all(v.invariant == "Replay Equivalence" for v in caught)
+    for seed in range(30):
+        check_replay(seed)  # and the real code passes the same seeds
 
 
 def test_a_restore_keeps_which_session_is_least_recently_active() -> None:

@@ -22,6 +22,8 @@ SWARM_SEEDS_MAX = 40
         ("vote-any-log", "Leader Completeness"),
         # A voter that votes twice in one term lets two leaders share it.
         ("double-vote", "Election Safety"),
+        # A reply cache that forgets in cache order: a rebuilt replica answers otherwise.
+        ("forget-in-cache-order", "Replay Equivalence"),
     ],
 )
 def test_swarm_catches_injected_bug(bug: str, invariant: str) -> None:

@@ -15,6 +15,7 @@ from phalanx.core.log import RaftLog
 from phalanx.core.quorum import committed_index
 from phalanx.core.raft import Raft
 from phalanx.core.types import Index
+from phalanx.service import container as container_module
 
 
 def _commit_counting_old_terms(self: Raft) -> bool:
@@ -41,8 +42,22 @@ def _forget_vote(self: Raft, message: Any) -> None:
 
 _ORIGINAL_ON_VOTE_REQUEST = Raft._on_vote_request
 
-#: name -> (owner class, attribute, replacement, what it breaks)
-BUGS: dict[str, tuple[type, str, Callable[..., Any], str]] = {
+
+def _forget_in_cache_order(session: Any, first_incomplete: int) -> None:
+    # Broken: forgets acknowledged replies from the front of the reply dict (the order
+    # they were cached in), which a snapshot does not keep: a replica rebuilt from one
+    # decides "too many in flight" differently from a live one (issue 11, item 1).
+    replies = session.replies
+    while replies:
+        seq = next(iter(replies))
+        if seq >= first_incomplete:
+            break
+        del replies[seq]
+    session.reply_seqs[:] = sorted(replies)
+
+
+#: name -> (owner class or module, attribute, replacement, what it breaks)
+BUGS: dict[str, tuple[Any, str, Callable[..., Any], str]] = {
     "commit-old-term": (
         Raft,
         "_maybe_commit",
@@ -60,6 +75,12 @@ BUGS: dict[str, tuple[type, str, Callable[..., Any], str]] = {
         "_on_vote_request",
         _forget_vote,
         "a node may vote for two candidates in one term",
+    ),
+    "forget-in-cache-order": (
+        container_module,
+        "_forget_acknowledged",
+        _forget_in_cache_order,
+        "the reply cache forgets in the order replies were cached, which snapshots lose",
     ),
 }
 

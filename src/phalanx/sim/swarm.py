@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from phalanx.core.types import NodeId
 from phalanx.sim.checkers import InvariantViolation
 from phalanx.sim.cluster import TICK, NetworkFaults, SimCluster
+from phalanx.sim.replay import check_replay
 
 #: No run may take longer than this to converge after healing.
 HEAL_TICKS_MAX = 20_000
@@ -114,6 +115,8 @@ def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int =
         _fault_phase(cluster, rng, mix, fault_ticks)
         _heal_phase(cluster, rng, mix, heal_ticks)
         cluster.check_log_matching()
+        # The service container the nodes run, on a history of this seed's own.
+        check_replay(seed)
     except InvariantViolation as error:
         violation = str(error)
     leader = cluster.leader()
