@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from phalanx.core.types import Entry, EntryKind, Index, Term
-from phalanx.examples.kv import KeyValue
+from phalanx.service.base import Service
 from phalanx.service.container import (
     ApplyResult,
     ApplyStatus,
@@ -49,6 +49,28 @@ class ReplayReport:
     #: Outcome kinds the history reached (a history that reaches none proves little).
     statuses: frozenset[ApplyStatus]
     duplicates: int
+
+
+class Registers(Service):
+    """A minimal key-value service (sim imports no examples): put and get."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def apply(self, command: Any) -> Any:
+        if command.get("op") == "put":
+            self.values[command["key"]] = command["value"]
+            return {"ok": True}
+        return {"value": self.values.get(command["key"])}
+
+    def state(self) -> Any:
+        return sorted(self.values.items())
+
+    def snapshot(self) -> Any:
+        return self.values
+
+    def restore(self, snapshot: Any) -> None:
+        self.values = dict(snapshot)
 
 
 def random_history(rng: random.Random, length: int) -> list[Any]:
@@ -135,7 +157,7 @@ def check_replay(
     rng = random.Random(f"replay/{seed}")
     limits = limits_for(rng)
     log = entries_of(random_history(rng, entries))
-    live = ServiceContainer(KeyValue(), limits)
+    live = ServiceContainer(Registers(), limits)
     snapshots: list[tuple[int, bytes]] = []
     live_outcomes = []
     for position, entry in enumerate(log):
@@ -143,7 +165,7 @@ def check_replay(
             snapshots.append((position, live.snapshot_bytes()))  # the state before `entry`
         live_outcomes.append(outcome(live.apply(entry)))
     for start, data in snapshots:
-        rebuilt = ServiceContainer(KeyValue(), limits)
+        rebuilt = ServiceContainer(Registers(), limits)
         rebuilt.restore(data)
         for position in range(start, len(log)):
             if outcome(rebuilt.apply(log[position])) != live_outcomes[position]:
