@@ -53,3 +53,17 @@ class RandomReply(KeyValue):
         if isinstance(command, dict) and command.get("op") == "roll":
             return {"ok": True, "value": random.random()}
         return super().apply(command)
+
+
+class DeepRecursion(KeyValue):
+    """Recurses as deep as the command asks: near the stack limit, whether it raises
+    must not depend on how deep the node's own call stack was."""
+
+    def apply(self, command: Any) -> Any:
+        if isinstance(command, dict) and command.get("op") == "recurse":
+            return {"ok": True, "depth": _down(int(command["depth"]))}
+        return super().apply(command)
+
+
+def _down(depth: int) -> int:
+    return 0 if depth == 0 else 1 + _down(depth - 1)

@@ -84,3 +84,38 @@ def test_a_snapshot_that_raises_raises_to_the_caller_only() -> None:
     with pytest.raises(RuntimeError, match="snapshot is broken"):
         container.snapshot_bytes()
     assert decode(run(container, [{"op": "get", "key": "k"}])[0])["value"] == 1
+
+
+def test_recursion_near_the_limit_fails_or_not_alike_at_any_caller_depth() -> None:
+    """Nodes reach the container from different depths (a peer's read or the ready
+    loop): RecursionError must depend on the command, not on the caller's stack."""
+    from phalanx.core.types import Entry, EntryKind, Index, Term
+    from phalanx.service.container import SERVICE_STACK_FRAMES
+    from phalanx.service.envelope import Command, OpenSession, encode_envelope
+
+    from .bad_services import DeepRecursion
+
+    # 950: under Python's default limit of 1,000 frames, whether this one fails would
+    # depend on how deep the caller already was.
+    depths = [SERVICE_STACK_FRAMES - 40, 950, SERVICE_STACK_FRAMES + 20]
+    envelopes = [OpenSession(0)] + [
+        Command(0, 1, seq, seq, encode({"op": "recurse", "depth": depth}))
+        for seq, depth in enumerate(depths, 1)
+    ]
+    entries = [
+        Entry(Term(1), Index(i), EntryKind.COMMAND, encode_envelope(e))
+        for i, e in enumerate(envelopes, 1)
+    ]
+
+    def from_depth(extra: int) -> list[bytes]:
+        if extra:
+            return from_depth(extra - 1)
+        container = ServiceContainer(DeepRecursion())
+        return [r.reply for r in container.apply_batch(entries) if r is not None]
+
+    shallow, deep = from_depth(0), from_depth(60)
+    assert shallow == deep
+    outcomes = [decode(reply) for reply in shallow[1:]]
+    assert outcomes[0] == {"ok": True, "depth": depths[0]}
+    assert outcomes[-1]["error"] == "service_exception"
+    assert outcomes[-1]["message"].startswith("RecursionError")

@@ -781,8 +781,8 @@ class Node:
             self._pending.clear()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
-        for entry in entries:
-            result = self.container.apply(entry)
+        results = self.container.apply_batch(entries)
+        for entry, result in zip(entries, results, strict=True):
             waiter = self._waiters.pop(entry.index, None)
             if waiter is None:
                 continue

@@ -89,9 +89,7 @@ def rebuild_all(data_dir: Path, up_to: int | None = None) -> list[Rebuilt]:
 
 
 def _replay(container: ServiceContainer, entries: Sequence[Entry], after: int, up_to: int) -> None:
-    for entry in entries:
-        if after < entry.index <= up_to:
-            container.apply(entry)
+    container.apply_batch([entry for entry in entries if after < entry.index <= up_to])
     if container.applied_index != up_to:
         raise ConfigError(
             "data",

@@ -41,7 +41,9 @@ import enum
 import hashlib
 import heapq
 import logging
+import sys
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +169,8 @@ def describe_exception(error: BaseException) -> str:
 
 #: Longest exception text carried in an error reply.
 ERROR_MESSAGE_CHARS_MAX = 500
+#: Stack frames service code may use beyond `apply_batch`, on every replica alike.
+SERVICE_STACK_FRAMES = 900
 #: Service failures logged one by one; after these, every thousandth.
 ERRORS_LOGGED_IN_FULL = 10
 #: Exceptions that describe this process, not the command: never turned into a reply.
@@ -207,8 +211,22 @@ class ServiceContainer:
         #: state (a restored node counts from its snapshot on).
         self.applied_bytes = 0
 
+    def apply_batch(self, entries: Sequence[Entry]) -> list[ApplyResult | None]:
+        """Applies committed entries in order, giving service code the same stack
+        budget on every replica: `SERVICE_STACK_FRAMES` frames beyond this call,
+        whatever depth the caller runs at. Without it, a service recursing near
+        Python's limit could raise RecursionError on a node whose loop called it from
+        a deeper frame and not on another: the same log, two outcomes."""
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(_stack_depth() + SERVICE_STACK_FRAMES)
+        try:
+            return [self.apply(entry) for entry in entries]
+        finally:
+            sys.setrecursionlimit(limit)
+
     def apply(self, entry: Entry) -> ApplyResult | None:
-        """Applies one committed entry; None for entries that carry no command."""
+        """Applies one committed entry; None for entries that carry no command.
+        Callers that apply many (nodes, rebuilds) use `apply_batch`."""
         assert entry.index == self.applied_index + 1, (
             f"entry {entry.index} applied after {self.applied_index}"
         )
@@ -536,6 +554,15 @@ class ServiceContainer:
                 self.service_errors,
             )
         return _reply_encoder.encode({"ok": False, "error": kind, "message": message})
+
+
+def _stack_depth() -> int:
+    frame = sys._getframe(1)
+    depth = 0
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return depth
 
 
 def _forget_acknowledged(session: _Session, first_incomplete: int) -> None:
