@@ -412,7 +412,14 @@ class Node:
         cached = self._cached_reply(message)
         if cached is not None:
             self.retries_answered_from_cache += 1
-            connection.send(ClientReply(message.request_id, ReplyStatus.OK, payload=cached))
+            connection.send(
+                ClientReply(
+                    message.request_id,
+                    ReplyStatus.OK,
+                    payload=cached,
+                    session_id=message.session_id,
+                )
+            )
             return
         if self._refuse_if_busy(connection, message.request_id):
             return
