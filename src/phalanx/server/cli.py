@@ -1,12 +1,14 @@
-"""`phalanx node`, `cluster`, `status`, `snapshot`, `repair` and `call`.
+"""`phalanx node`, `cluster`, `status`, `snapshot`, `repair`, `call` and `replay-check`.
 
 Exit codes, common to these commands (docs/operating.md shows what each prints):
 
     0  done; for `status`, a leader and no sign of diverged replicas
     1  the cluster answered, but not well: no leader or diverged replicas (`status`),
-       an error reply or no reply (`call`), every node exited (`cluster`)
+       an error reply or no reply (`call`), a failed snapshot (`snapshot`), every node
+       exited (`cluster`); rebuilds that differ (`replay-check`)
     2  bad flags or settings, refused before anything starts
-    3  this machine refused: the port is in use, the data cannot be opened
+    3  this machine refused: the port is in use, the data cannot be opened (locked by
+       a running node, damaged)
     4  a node stopped because its storage failed (a write or fsync error)
     5  a node stopped because its service faulted (out of memory applying an entry)
     6  a node stopped on an internal error (a bug)
@@ -34,6 +36,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from phalanx.client import AsyncClient, Client, ClientError
 from phalanx.client.admin import (
     ClusterHealth,
@@ -44,11 +48,15 @@ from phalanx.client.admin import (
 )
 from phalanx.core.errors import ConfigError, PhalanxError
 from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
+from phalanx.server.determinism import ensure_fixed_hash_seed, with_fixed_hash_seed
 from phalanx.storage.errors import StorageError
 from phalanx.transport.addresses import client_addresses, format_address, resolve
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from phalanx.core.types import SnapshotMeta
+    from phalanx.server.replay import Rebuilds, Rebuilt
 
 log = logging.getLogger("phalanx.node")
 
@@ -75,6 +83,7 @@ def register(subparsers: Any) -> None:
     _register_node(subparsers)
     _register_cluster(subparsers)
     _register_admin(subparsers)
+    _register_replay_check(subparsers)
 
 
 def _register_node(subparsers: Any) -> None:
@@ -177,6 +186,27 @@ def _register_admin(subparsers: Any) -> None:
     call.add_argument("command", help='e.g. \'{"op": "get", "key": "x"}\'')
 
 
+def _register_replay_check(subparsers: Any) -> None:
+    check = subparsers.add_parser(
+        "replay-check",
+        help="rebuild a stopped node's state from every stored snapshot; exit 1 if they differ",
+        description="Rebuilds a stopped node's service state offline, once from the empty "
+        "state (when the log still starts at index 1) and once from every stored snapshot "
+        "the log continues, each replaying the log to the same index, and prints the "
+        "digests each reached. Exits 0 when they all agree, 1 when any differ, 2 for a "
+        "directory that is not a node's, 3 when a running node holds it or it is damaged.",
+    )
+    check.add_argument("--data", required=True, type=Path, help="the node's data directory")
+    check.add_argument(
+        "--up-to",
+        dest="up_to",
+        type=int,
+        help="replay to this log index (default: the log's last entry)",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON object instead")
+    check.set_defaults(func=run_replay_check)
+
+
 def _admin_parser(
     subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], **texts: str
 ) -> argparse.ArgumentParser:
@@ -194,6 +224,12 @@ def _admin_parser(
 
 
 def run_node(args: argparse.Namespace) -> int:
+    # First of all: a node must hash strings as every other replica does (see
+    # determinism.py); this re-executes the process unless it already runs so. Only a
+    # process started as `phalanx node` is re-executed: another program calling main()
+    # (a test) has argv of its own, which `python -m phalanx` would misread.
+    if sys.argv[1:2] == ["node"]:
+        ensure_fixed_hash_seed(sys.argv[1:])
     from phalanx.server.node import Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -251,6 +287,14 @@ def _node_config(args: argparse.Namespace) -> NodeConfig:
 def _refuse(command: str, message: str, code: int) -> int:
     print(f"phalanx {command}: {message}", file=sys.stderr)
     return code
+
+
+def _bad_seconds(flag: str, value: float) -> str | None:
+    """Why `value` cannot be `flag`'s number of seconds (None: it can). NaN would wait
+    forever, and zero or less would give up before asking."""
+    if math.isfinite(value) and value > 0:
+        return None
+    return f"{flag} must be a positive number of seconds, not {value:g}"
 
 
 def _importable_from_cwd() -> None:
@@ -354,8 +398,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     _importable_from_cwd()
     if not 1 <= args.nodes <= MAX_LOCAL_NODES:
         return _refuse("cluster", f"--nodes must be 1 to {MAX_LOCAL_NODES}", EXIT_USAGE)
-    if not args.stop_grace_seconds > 0:
-        return _refuse("cluster", "--stop-grace-seconds must be positive", EXIT_USAGE)
+    bad_grace = _bad_seconds("--stop-grace-seconds", args.stop_grace_seconds)
+    if bad_grace is not None:
+        return _refuse("cluster", bad_grace, EXIT_USAGE)
     members = ",".join(
         f"{i}={format_address(args.host, args.base_port + i - 1)}" for i in range(1, args.nodes + 1)
     )
@@ -373,7 +418,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         try:
             for config in configs:
                 argv = node_command(config)
-                nodes.append(_NodeProcess(config.node_id, argv, subprocess.Popen(argv)))
+                process = subprocess.Popen(argv, env=with_fixed_hash_seed())
+                nodes.append(_NodeProcess(config.node_id, argv, process))
             print(
                 f"cluster of {args.nodes} running; members: {members}\n"
                 f"  phalanx status --members {members}\n"
@@ -553,22 +599,46 @@ def run_snapshot(args: argparse.Namespace) -> int:
     if addresses is None:
         return EXIT_USAGE
 
-    async def one(address: str) -> str:
+    async def one(address: str) -> SnapshotResult:
         client = AsyncClient([address], cluster_id=args.cluster_id)
         try:
-            index, term, note = await client.snapshot()
+            return judge_snapshot_reply(address, await client.snapshot())
         except (PhalanxError, OSError, TimeoutError) as error:
-            return f"{address}: failed: {type(error).__name__} {error}"
+            return SnapshotResult(address, f"failed: {type(error).__name__} {error}", failed=True)
         finally:
             await client.close()
-        return f"{address}: snapshot at index {index} (term {term}) {note}"
 
-    async def all_members() -> list[str]:
+    async def all_members() -> list[SnapshotResult]:
         return list(await asyncio.gather(*(one(address) for address in addresses)))
 
-    lines = asyncio.run(all_members())
-    print("\n".join(lines))
-    return EXIT_FAILED if any(": failed:" in line for line in lines) else EXIT_OK
+    results = asyncio.run(all_members())
+    print("\n".join(f"{result.address}: {result.text}" for result in results))
+    failed = [result.address for result in results if result.failed]
+    if failed:
+        return _refuse("snapshot", f"no snapshot taken by {', '.join(failed)}", EXIT_FAILED)
+    return EXIT_OK
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResult:
+    address: str
+    #: What `phalanx snapshot` prints after the address.
+    text: str
+    failed: bool
+
+
+#: How a node's `SnapshotReply` message says the snapshot was not taken (its index is 0).
+SNAPSHOT_FAILED_PREFIX = "failed:"
+
+
+def judge_snapshot_reply(address: str, reply: tuple[int, int, str]) -> SnapshotResult:
+    """One member's answer to `phalanx snapshot`: (index, term, message) as the node
+    sent it. A node whose service's `snapshot()` raised answers index 0 and a message
+    starting "failed:", which names the error."""
+    index, term, note = reply
+    if note.startswith(SNAPSHOT_FAILED_PREFIX):
+        return SnapshotResult(address, note, failed=True)
+    return SnapshotResult(address, f"snapshot at index {index} (term {term}) {note}", failed=False)
 
 
 def run_repair(args: argparse.Namespace) -> int:
@@ -598,10 +668,18 @@ def run_repair(args: argparse.Namespace) -> int:
 
 
 def run_call(args: argparse.Namespace) -> int:
+    bad_timeout = _bad_seconds("--timeout", args.timeout)
+    if bad_timeout is not None:
+        return _refuse("call", bad_timeout, EXIT_USAGE)
     try:
         command = json.loads(args.command)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         return _refuse("call", f"the command is not JSON: {error}", EXIT_USAGE)
+    try:
+        # As the client will: JSON allows what msgpack cannot carry (ints past 64 bits).
+        msgspec.msgpack.encode(command)
+    except (OverflowError, RecursionError, msgspec.EncodeError) as error:
+        return _refuse("call", f"the command cannot be encoded: {error}", EXIT_USAGE)
     try:
         with Client(args.members, cluster_id=args.cluster_id) as client:
             reply = client.call(command, timeout=args.timeout)
@@ -636,3 +714,100 @@ def _json_ready(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_json_ready(item) for item in value]
     return value
+
+
+# -- phalanx replay-check ----------------------------------------------------------------------
+
+
+def run_replay_check(args: argparse.Namespace) -> int:
+    from phalanx.server.replay import rebuild_all
+
+    _importable_from_cwd()
+    data: Path = args.data
+    if not data.is_dir():
+        return _refuse("replay-check", f"{data}: no such directory", EXIT_USAGE)
+    if args.up_to is not None and args.up_to < 0:
+        return _refuse("replay-check", "--up-to must not be negative", EXIT_USAGE)
+    try:
+        rebuilds = rebuild_all(data, up_to=args.up_to)
+    except ConfigError as error:
+        return _refuse("replay-check", _explained(error), EXIT_USAGE)
+    except (StorageError, OSError) as error:
+        return _refuse("replay-check", f"cannot read {data}: {error}", EXIT_REFUSED)
+    if not rebuilds:
+        message = f"--up-to {args.up_to} is before every snapshot the log continues"
+        return _refuse("replay-check", message, EXIT_USAGE)
+    differing = rebuilds.differing()
+    if args.json:
+        print(to_json(replay_check_report(rebuilds)))
+    else:
+        print(replay_check_text(rebuilds))
+    for rebuilt in differing:
+        print(f"phalanx replay-check: {_difference(rebuilds[0], rebuilt)}", file=sys.stderr)
+    return EXIT_FAILED if differing else EXIT_OK
+
+
+def replay_check_report(rebuilds: Rebuilds) -> dict[str, Any]:
+    """What `phalanx replay-check --json` prints."""
+    differing = rebuilds.differing()
+    return {
+        "agree": not differing,
+        "rebuilds": [
+            {
+                "start": {"index": r.start.index, "term": r.start.term},
+                "applied_index": r.applied_index,
+                "log_digest": r.log_digest,
+                "state_digest": r.state_digest,
+                "outcome_digest": r.outcome_digest,
+                "agrees": r not in differing,
+            }
+            for r in rebuilds
+        ],
+        "skipped": [{"index": meta.index, "term": meta.term} for meta in rebuilds.skipped],
+    }
+
+
+def replay_check_text(rebuilds: Rebuilds) -> str:
+    """What `phalanx replay-check` prints: one row per rebuild, then the skipped
+    snapshots and the verdict."""
+    header = [
+        "start index",
+        "start term",
+        "applied index",
+        "log digest",
+        "state digest",
+        "outcome digest",
+    ]
+    rows = [
+        [str(r.start.index), str(r.start.term), str(r.applied_index), *r.digests()]
+        for r in rebuilds
+    ]
+    lines = [_plain_table(header, rows)]
+    if rebuilds.skipped:
+        skipped = ", ".join(_start_name(meta) for meta in rebuilds.skipped)
+        lines.append(f"skipped (the log no longer continues them): {skipped}")
+    differing = len(rebuilds.differing())
+    if differing:
+        lines.append(f"{differing} of {len(rebuilds)} rebuilds differ from the first")
+    else:
+        lines.append(f"all {len(rebuilds)} rebuilds agree")
+    return "\n".join(lines)
+
+
+def _start_name(meta: SnapshotMeta) -> str:
+    if meta.index == 0:
+        return "the empty state"
+    return f"the snapshot at index {meta.index} (term {meta.term})"
+
+
+def _difference(first: Rebuilt, other: Rebuilt) -> str:
+    names = ("log", "state", "outcome")
+    differ = [
+        name
+        for name, mine, theirs in zip(names, other.digests(), first.digests(), strict=True)
+        if mine != theirs
+    ]
+    return (
+        f"rebuilt from {_start_name(other.start)}, index {other.applied_index} has another "
+        f"{' and '.join(differ)} digest than rebuilt from {_start_name(first.start)}"
+    )

@@ -135,7 +135,9 @@ def load_service_class(spec: str) -> type[Service]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ConfigError("service", f"cannot import {module_name!r}: {error}") from None
-    cls = getattr(module, class_name, None)
+    if not hasattr(module, class_name):
+        raise ConfigError("service", f"module {module_name!r} has no class {class_name!r}")
+    cls = getattr(module, class_name)
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ConfigError("service", f"{spec!r} is not a phalanx.Service subclass")
     return cls
