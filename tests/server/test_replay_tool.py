@@ -164,20 +164,24 @@ def test_replay_check_names_the_rebuilds_that_differ(
     assert [r["agrees"] for r in report["rebuilds"]] == [True, False, False]
 
 
+def refusal(data: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> tuple[int, str]:
+    """(exit code, the one line on stderr) of `phalanx replay-check --data DATA FLAGS`."""
+    code, out, err = run_check(["--data", str(data), *flags], capsys)
+    assert not out and err.count("\n") == 1, (out, err)
+    return code, err
+
+
 def test_replay_check_refuses_bad_input_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run_check(["--data", str(tmp_path / "absent")], capsys)
-    assert (code, err.count("\n")) == (2, 1), err
-    assert "no such directory" in err
-    code, _, err = run_check(["--data", str(tmp_path)], capsys)
-    assert (code, err.count("\n")) == (2, 1), err
-    assert "not a node's directory" in err
+    code, err = refusal(tmp_path / "absent", capsys)
+    assert code == 2 and "no such directory" in err, err
+    code, err = refusal(tmp_path, capsys)
+    assert code == 2 and "not a node's directory" in err, err
     data = tmp_path / "node-1"
     write_node(data, [100])
-    code, _, err = run_check(["--data", str(data), "--up-to", "400"], capsys)
-    assert (code, err.count("\n")) == (2, 1), err
-    assert "only up to 300, not 400" in err
+    code, err = refusal(data, capsys, "--up-to", "400")
+    assert code == 2 and "only up to 300, not 400" in err, err
 
 
 def test_replay_check_refuses_a_directory_a_node_holds_with_exit_3(
@@ -187,11 +191,10 @@ def test_replay_check_refuses_a_directory_a_node_holds_with_exit_3(
     write_node(data, [100])
     running = WalStorage(data, cluster_id="phalanx", node_id=1)  # as a running node would
     try:
-        code, _, err = run_check(["--data", str(data)], capsys)
+        code, err = refusal(data, capsys)
     finally:
         running.close()
-    assert (code, err.count("\n")) == (3, 1), err
-    assert "is in use by another storage" in err
+    assert code == 3 and "is in use by another storage" in err, err
 
 
 def test_replay_check_refuses_a_damaged_log_with_exit_3(
@@ -203,6 +206,5 @@ def test_replay_check_refuses_a_damaged_log_with_exit_3(
     with first_segment.open("r+b") as segment:
         segment.seek(200)
         segment.write(b"\xff" * 64)
-    code, _, err = run_check(["--data", str(data)], capsys)
-    assert (code, err.count("\n")) == (3, 1), err
-    assert "corrupt" in err
+    code, err = refusal(data, capsys)
+    assert code == 3 and "corrupt" in err, err
