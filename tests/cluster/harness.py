@@ -318,6 +318,17 @@ class LiveCluster:
 
     # -- clients -------------------------------------------------------------------------------
 
+    def start_expecting_refusal(self, index: int, exit_code: int) -> str:
+        """Starts node `index`, which must exit at once with `exit_code`; returns what it
+        logged on the way (the log file's new text), and leaves it stopped."""
+        earlier = len(self.log_text(index))
+        self.start(index)
+        self.wait_until(lambda: not self.running(index), f"node {index + 1} refuses to start", 30.0)
+        process = self.processes[index]
+        assert process is not None and process.returncode == exit_code, process
+        self.processes[index] = None
+        return self.log_text(index)[earlier:]
+
     def client(self, **options: Any) -> Client:
         options.setdefault("timeout", CALL_TIMEOUT_S)
         options.setdefault("cluster_id", self.cluster_id)

@@ -224,17 +224,11 @@ def test_a_node_refuses_to_start_with_other_members_than_its_data(
     real = cluster.configs[0]
     alone = {real.node_id: real.members[real.node_id]}  # the typo: only itself
     cluster.configs[0] = dataclasses.replace(real, members=alone)
-    earlier = len(cluster.log_text(0))
-    cluster.start(0)
-    cluster.wait_until(lambda: not cluster.running(0), "node 1 refuses to start", 30.0)
-    process = cluster.processes[0]
-    assert process is not None and process.returncode == 2
-    text = cluster.log_text(0)[earlier:]
+    text = cluster.start_expecting_refusal(0, 2)
     assert "invalid setting 'members'" in text
     assert cluster.members in text  # the recorded members, named in full
     assert "is now leader" not in text
     # The same node with the right members rejoins and has every write.
-    cluster.processes[0] = None
     cluster.configs[0] = real
     cluster.start(0)
     statuses = cluster.wait_converged()

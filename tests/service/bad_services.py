@@ -67,3 +67,22 @@ class DeepRecursion(KeyValue):
 
 def _down(depth: int) -> int:
     return 0 if depth == 0 else 1 + _down(depth - 1)
+
+
+class RefusingRestore(KeyValue):
+    """`restore()` refuses every snapshot: a node cannot take on such state."""
+
+    def restore(self, snapshot: Any) -> None:
+        raise RuntimeError("restore is broken in this service")
+
+
+class AddressInMessage(KeyValue):
+    """Raises with an object's default repr (its address) and a set's repr in the
+    message: both differ between processes unless phalanx makes them not."""
+
+    def apply(self, command: Any) -> Any:
+        if isinstance(command, dict) and command.get("op") == "address":
+            raise ValueError(object())
+        if isinstance(command, dict) and command.get("op") == "set":
+            raise KeyError(frozenset({"alpha", "beta", "gamma", "delta"}))
+        return super().apply(command)

@@ -119,3 +119,20 @@ def test_recursion_near_the_limit_fails_or_not_alike_at_any_caller_depth() -> No
     assert outcomes[0] == {"ok": True, "depth": depths[0]}
     assert outcomes[-1]["error"] == "service_exception"
     assert outcomes[-1]["message"].startswith("RecursionError")
+
+
+def test_error_replies_carry_no_object_address() -> None:
+    from .bad_services import AddressInMessage
+
+    replies = run(ServiceContainer(AddressInMessage()), [{"op": "address"}])
+    message = decode(replies[0])["message"]
+    assert message.startswith("ValueError: <object object at 0x...>"), message
+
+
+def test_a_restore_that_raises_is_a_service_fault_naming_the_snapshot() -> None:
+    from .bad_services import RefusingRestore
+
+    source = ServiceContainer(RefusingRestore())
+    run(source, [{"op": "put", "key": "k", "value": 1}])
+    with pytest.raises(ServiceFault, match=r"failed in restore\(\) of the snapshot at log entry 2"):
+        ServiceContainer(RefusingRestore()).restore(source.snapshot_bytes())

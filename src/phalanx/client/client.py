@@ -315,8 +315,10 @@ class AsyncClient:
             return await future
         except TimeoutError:
             raise ClusterUnavailableError(
-                f"no room in the client's window of {int(self.window)} commands in flight "
-                "before the deadline; nothing was sent"
+                f"no room in the client's flow window before the deadline; nothing was sent "
+                f"({len(self._outstanding)} commands in flight, window {int(self.window)}; "
+                f"max_in_flight {self.max_in_flight} also bounds how far sequence numbers "
+                "may run ahead of the oldest unanswered one)"
             ) from None
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
@@ -332,6 +334,13 @@ class AsyncClient:
             future = admission.popleft()
             if not future.done():
                 future.set_result(self._start())
+
+    def _cap_in_flight(self, cluster_max: int) -> None:
+        """The cluster caches at most `cluster_max` replies per session (it says so in
+        its Welcome): more in flight would only be refused, through the log."""
+        if cluster_max < self.max_in_flight:
+            self.max_in_flight = cluster_max
+            self.window = min(self.window, float(cluster_max))
 
     def _widen(self) -> None:
         """Additive increase: one more command per window of answered ones."""
@@ -673,6 +682,8 @@ class AsyncClient:
 
         def on_message(connection: Connection, message: WireMessage) -> None:
             if isinstance(message, Welcome | Refused):
+                if isinstance(message, Welcome) and message.max_in_flight:
+                    self._cap_in_flight(message.max_in_flight)
                 if not answer.done():
                     answer.set_result(message)
                 return

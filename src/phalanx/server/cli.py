@@ -49,6 +49,7 @@ from phalanx.client.admin import (
 from phalanx.core.errors import ConfigError, PhalanxError
 from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
 from phalanx.server.determinism import ensure_fixed_hash_seed, with_fixed_hash_seed
+from phalanx.service.container import ServiceFault
 from phalanx.storage.errors import StorageError
 from phalanx.transport.addresses import client_addresses, format_address, resolve
 
@@ -64,6 +65,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+#: The service faulted: out of memory applying an entry, or its restore() refused a snapshot.
+EXIT_SERVICE_FAULT = 5
 
 #: Nodes `phalanx cluster` will start on one machine.
 MAX_LOCAL_NODES = 7
@@ -253,6 +256,8 @@ def run_node(args: argparse.Namespace) -> int:
         return _refuse("node", f"refusing to start: {error}", EXIT_REFUSED)
     except OSError as error:
         return _refuse("node", f"cannot open the data directory: {error}", EXIT_REFUSED)
+    except ServiceFault as fault:  # the service's restore() refused its own snapshot
+        return _refuse("node", f"refusing to start: {fault}", EXIT_SERVICE_FAULT)
     if not node.service.supports_snapshots():
         log.warning(
             "%s has no restore(): snapshots are off, so the log is never compacted and a "

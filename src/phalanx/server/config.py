@@ -64,6 +64,10 @@ class NodeConfig:
     checkpoint_every_entries: int = 1000
     #: Rebuild from the leader's snapshot as soon as this node finds itself diverged.
     auto_repair: bool = False
+    #: Record the given members as this data directory's (`cluster.json`) although it
+    #: already holds a log: only for a directory written before phalanx recorded them,
+    #: and only with the members it was written with.
+    adopt_identity: bool = False
     #: BROKEN ON PURPOSE: any node answers read-only commands from its own state,
     #: bypassing the log, so reads may be stale. Exists only so fault tests can show
     #: the linearizability checker catching it. Never enable it in production.

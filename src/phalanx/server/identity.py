@@ -57,6 +57,15 @@ class ClusterIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             {name: int(getattr(config, name)) for name in OUTCOME_SETTINGS},
         )
 
+    def describe_cluster(self) -> str:
+        """What every node of one cluster must share, for peers to compare: not the node
+        id, and not the service's name either: a replica running other code than the
+        others (a bad deploy, the faulty replica of `phalanx demo faulty`) is what the
+        digest checkpoints exist to catch and name, which they can only do if it stays
+        in the cluster."""
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(self.outcome_settings.items()))
+        return f"cluster {self.cluster_id!r}, members {self.describe_members()}, {settings}"
+
     def describe_members(self) -> str:
         return ",".join(f"{n}={a}" for n, a in sorted(self.members.items(), key=_by_id))
 
@@ -75,6 +84,17 @@ def check_or_record(config: NodeConfig) -> ClusterIdentity:
     path = data_dir / IDENTITY_FILE
     recorded = read_identity(data_dir)
     if recorded is None:
+        held = _data_held(data_dir)
+        if held and not config.adopt_identity:
+            raise ConfigError(
+                "data",
+                f"data directory {data_dir} holds a log ({', '.join(held[:3])}) but no "
+                f"{IDENTITY_FILE} saying which members it was written with (it was written "
+                "by an older phalanx, or the file was deleted). Refusing to start: with other "
+                "members than the log's, this node could elect itself over the others' data. "
+                "If these ARE the members it was written with, start once with "
+                "adopt_identity = true in its config file to record them",
+            )
         _write_atomically(path, msgspec.json.format(msgspec.json.encode(given)))
         return given
     if recorded.cluster_id != given.cluster_id:
@@ -121,6 +141,16 @@ def check_or_record(config: NodeConfig) -> ClusterIdentity:
             "values would reach another state. Every node of a cluster needs the same ones",
         )
     return recorded
+
+
+def _data_held(data_dir: Path) -> list[str]:
+    """Names of what the directory holds besides the identity file (a fresh node: none)."""
+    try:
+        return sorted(p.name for p in data_dir.iterdir() if p.name != IDENTITY_FILE)
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise ConfigError("data", f"cannot read {data_dir}: {error}") from None
 
 
 def read_identity(data_dir: Path) -> ClusterIdentity | None:

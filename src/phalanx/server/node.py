@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from phalanx.service.container import (
 from phalanx.service.envelope import Clock, Command, KeepAlive, OpenSession, encode_envelope
 from phalanx.storage import StorageError, WalStorage
 from phalanx.transport.tcp import (
+    MAX_INBOUND_CONNECTIONS,
     ClientRequestMessage,
     Connection,
     ConnectionState,
@@ -86,6 +88,12 @@ from phalanx.transport.wire import (
 
 log = logging.getLogger("phalanx.node")
 
+#: File descriptors kept for the node's own files, peer links and snapshots.
+FDS_RESERVED = 256
+#: The open-file limit a node asks for when it may raise it.
+FDS_WANTED = 65_536
+#: Inbound connections allowed however low the open-file limit.
+MIN_INBOUND_CONNECTIONS = 16
 #: A tick this late is logged: the loop did not run for that long.
 LOOP_STALL_WARN_MS = 100
 #: Stalls logged one by one; after these, every hundredth.
@@ -133,7 +141,7 @@ class Node:
         )
         # Before the log is opened: a node must never count votes against other
         # members than the ones its data was written with.
-        check_or_record(config)
+        self.identity = check_or_record(config)
         self.storage = WalStorage(
             config.data_dir, cluster_id=config.cluster_id, node_id=config.node_id
         )
@@ -236,6 +244,9 @@ class Node:
             on_peer_unreachable=self._on_peer_unreachable,
             max_frame_bytes=self.config.max_message_bytes * 2 + 65536,
             on_peer_read=self._on_peer_read,
+            identity=self.identity.describe_cluster(),
+            client_max_in_flight=self.config.max_replies_per_session,
+            max_inbound_connections=inbound_connections_allowed(),
         )
         await self.transport.start()
         log.info("node %s serving on %s:%s", self.config.node_id, host, port)
@@ -399,6 +410,18 @@ class Node:
                 )
             )
             return
+        if message.seq - message.first_incomplete >= self.config.max_replies_per_session:
+            # Its session could not cache the reply: it would be appended only to be
+            # refused when applied. Say so now, with no log entry.
+            connection.send(
+                ClientReply(
+                    message.request_id,
+                    ReplyStatus.RETRY,
+                    message="too many commands in flight: sequence numbers span more than "
+                    f"max_replies_per_session={self.config.max_replies_per_session}",
+                )
+            )
+            return
         key = (message.session_id, message.seq)
         pending = self._pending.get(key)
         if pending is not None:
@@ -494,7 +517,12 @@ class Node:
         if not self.service.supports_snapshots():
             connection.send(SnapshotReply(message.request_id, 0, 0, "service has no restore()"))
             return
+        failures_before = self.snapshots.failures
         meta = await self.snapshots.start_taking()
+        if meta is None and self.snapshots.failures != failures_before:
+            note = f"failed: {self.snapshots.last_error}"
+            connection.send(SnapshotReply(message.request_id, 0, 0, note))
+            return
         if meta is None:
             meta = self.raw.raft.snapshot_meta
             note = "no new entries since the last snapshot"
@@ -616,7 +644,11 @@ class Node:
             log.error("repair snapshot %s is older than this node's log; asking again", meta)
             self.request_repair()
             return
-        self.container.restore(self.snapshots.read(meta))
+        try:
+            self.container.restore(self.snapshots.read(meta))
+        except ServiceFault as fault:
+            self._fail_stop(str(fault), exit_code=5)
+            return
         self.raw.reapply_from(meta.index)
         self.repairs += 1
         # The state is now the healthy majority's; the next checkpoint re-checks it.
@@ -840,6 +872,34 @@ class Node:
             "timers": len(self.container.timers.deadlines),
             "timers_fired": self.container.timers_fired,
         }
+
+
+def inbound_connections_allowed() -> int:
+    """As many inbound connections as this process can hold file descriptors for.
+
+    The soft limit on open files is raised to the hard one first (often 1,024 -> over
+    500,000); whatever it is, the node keeps `FDS_RESERVED` descriptors for its own
+    files and peer links, so a flood of connections is refused at the door rather than
+    leaving the node unable to open its write-ahead log (which would stop it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else FDS_WANTED
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, FDS_WANTED), hard))
+        except (ValueError, OSError) as error:
+            log.warning("cannot raise the open-file limit from %s: %s", soft, error)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_INBOUND_CONNECTIONS
+    allowed = max(MIN_INBOUND_CONNECTIONS, soft - FDS_RESERVED)
+    if allowed < MAX_INBOUND_CONNECTIONS:
+        log.warning(
+            "open-file limit %s: at most %s inbound connections (not %s)",
+            soft,
+            allowed,
+            MAX_INBOUND_CONNECTIONS,
+        )
+    return min(MAX_INBOUND_CONNECTIONS, allowed)
 
 
 def _reply_for(request_id: int, result: ApplyResult) -> ClientReply:

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("phalanx.snapshots")
 
+#: Longest failure reason a snapshot's writer process hands back.
+SNAPSHOT_ERROR_BYTES_MAX = 2000
 #: How long a leader waits for a follower's answer to an offer, or for a link to drain.
 TRANSFER_STEP_TIMEOUT_S = 10.0
 
@@ -76,6 +78,7 @@ class SnapshotManager:
         self._bytes_at_last = 0
         #: The index of the last snapshot attempt that failed (0: none), and why.
         self.failed_at = Index(0)
+        self.failures = 0
         self.last_error: str | None = None
         #: The newest stored snapshot, so that it is found without rescanning files.
         self.latest: tuple[SnapshotMeta, Path] | None = self.store.latest()
@@ -121,22 +124,31 @@ class SnapshotManager:
             return None
         meta = SnapshotMeta(index, term)
         started = time.perf_counter()
+        # The child says why it failed through a pipe (its exit code cannot).
+        reason_read, reason_write = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: write the frozen image and leave, whatever happens
-            os._exit(self._write_in_child(meta))
+            os.close(reason_read)
+            os._exit(self._write_in_child(meta, reason_write))
+        os.close(reason_write)
         fork_ms = (time.perf_counter() - started) * 1000
         self.stats.last_fork_ms = fork_ms
         self.stats.max_fork_ms = max(self.stats.max_fork_ms, fork_ms)
         loop = asyncio.get_running_loop()
-        _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        try:
+            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+            reason = os.read(reason_read, SNAPSHOT_ERROR_BYTES_MAX).decode(errors="replace")
+        finally:
+            os.close(reason_read)
         self.stats.last_write_ms = (time.perf_counter() - started) * 1000
         if os.waitstatus_to_exitcode(status) != 0:
             self.failed_at = index
-            self.last_error = f"snapshot at index {index} failed (the reason is logged above)"
+            self.failures += 1
+            self.last_error = f"snapshot at index {index}: {reason or 'the writer process died'}"
             log.error(
-                "snapshot at index %s failed in the child process; the node keeps serving "
-                "and tries again after snapshot_every_entries more entries",
-                index,
+                "%s; the node keeps serving and tries again after snapshot_every_entries "
+                "more entries",
+                self.last_error,
             )
             return None
         self.last_error = None
@@ -154,7 +166,7 @@ class SnapshotManager:
         )  # fmt: skip
         return meta
 
-    def _write_in_child(self, meta: SnapshotMeta) -> int:
+    def _write_in_child(self, meta: SnapshotMeta, reason_fd: int) -> int:
         try:
             data = self.node.container.snapshot_bytes()
             writer = self.store.writer(meta)
@@ -167,11 +179,8 @@ class SnapshotManager:
             # Not `logging`: a lock held by another thread at the fork could hang it.
             with contextlib.suppress(BaseException):
                 service = type(self.node.service).__name__
-                os.write(
-                    2,
-                    f"phalanx snapshot at index {meta.index} failed: service {service}: "
-                    f"{type(error).__name__}: {error}\n".encode(errors="replace"),
-                )
+                reason = f"service {service}: {type(error).__name__}: {error}"
+                os.write(reason_fd, reason.encode(errors="replace")[:SNAPSHOT_ERROR_BYTES_MAX])
             return 1
 
     # -- sending (leader) ----------------------------------------------------------------------

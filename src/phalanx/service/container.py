@@ -41,6 +41,7 @@ import enum
 import hashlib
 import heapq
 import logging
+import re
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Sequence
@@ -148,14 +149,18 @@ class SnapshotFormatError(PhalanxError):
 
 class ServiceFault(PhalanxError):
     """Service code failed in a way that says nothing about the command (it ran out of
-    memory): continuing could make this replica differ from the others, so its node
-    stops, naming the entry and the service."""
+    memory, or its `restore()` refused a snapshot): continuing could make this replica
+    differ from the others, so its node stops, naming the entry and the service."""
 
-    def __init__(self, index: int, service: str, error: BaseException) -> None:
+    def __init__(self, index: int, service: str, error: BaseException, during: str = "") -> None:
+        where = (
+            f"in {during} of the snapshot at log entry {index}"
+            if during
+            else f"on log entry {index}"
+        )
         super().__init__(
-            f"service {service} failed on log entry {index} with "
-            f"{type(error).__name__}: {error}; this node stops rather than risk answering "
-            f"differently from the others"
+            f"service {service} failed {where} with {type(error).__name__}: {error}; "
+            "this node stops rather than risk answering differently from the others"
         )
         self.index = index
 
@@ -163,8 +168,16 @@ class ServiceFault(PhalanxError):
 def describe_exception(error: BaseException) -> str:
     """`Type: message`, the same on every replica (nothing process-specific in it);
     the message is cut so a huge one cannot bloat every reply."""
-    text = f"{type(error).__name__}: {error}"
+    try:
+        text = f"{type(error).__name__}: {error}"
+    except BaseException:  # an exception whose str() raises
+        text = f"{type(error).__name__}: (its message could not be rendered)"
+    # An object's default repr holds its address, which differs between processes.
+    text = _ADDRESS.sub(" at 0x...", text)
     return text if len(text) <= ERROR_MESSAGE_CHARS_MAX else text[:ERROR_MESSAGE_CHARS_MAX] + "..."
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 #: Longest exception text carried in an error reply.
@@ -332,7 +345,14 @@ class ServiceContainer:
         snapshot = _command_decoder.decode(data)
         if not isinstance(snapshot, dict) or snapshot.get("format") != SNAPSHOT_FORMAT:
             raise SnapshotFormatError("not a phalanx container snapshot of a known format")
-        self.service.restore(snapshot["service"])
+        try:
+            self.service.restore(snapshot["service"])
+        except Exception as error:
+            # Not the command's fault, nor phalanx's: this replica cannot take on the
+            # state it was given, so it must not go on applying.
+            raise ServiceFault(
+                snapshot["applied_index"], type(self.service).__name__, error, "restore()"
+            ) from error
         self.applied_index = Index(snapshot["applied_index"])
         self.cluster_time_ms = snapshot["cluster_time_ms"]
         self._log_digest = snapshot["log_digest"]

@@ -665,7 +665,9 @@ class PeerLink:
             )
         except OSError:
             return False
-        connection.send(Hello(self.owner.cluster_id, "peer", self.owner.node_id))
+        connection.send(
+            Hello(self.owner.cluster_id, "peer", self.owner.node_id, self.owner.identity)
+        )
         try:
             ok = await asyncio.wait_for(welcome, HANDSHAKE_TIMEOUT_S)
         except TimeoutError:
@@ -702,8 +704,16 @@ class NodeTransport:
         partial_frame_bytes_max: int = PARTIAL_FRAME_BYTES_TOTAL_MAX,
         client_reply_limits: ClientReplyLimits | None = None,
         client_reply_bytes_max: int = CLIENT_REPLY_BYTES_TOTAL_MAX,
+        identity: str = "",
+        client_max_in_flight: int = 0,
+        max_inbound_connections: int = MAX_INBOUND_CONNECTIONS,
     ) -> None:
         self.node_id = node_id
+        #: This node's cluster description, sent to peers and compared with theirs.
+        self.identity = identity
+        #: Told to clients in Welcome (see `Welcome.max_in_flight`).
+        self.client_max_in_flight = client_max_in_flight
+        self.max_inbound_connections = max_inbound_connections
         self.cluster_id = cluster_id
         self.host = host
         self.port = port
@@ -748,7 +758,7 @@ class NodeTransport:
             frame_stall_timeout_s=self.frame_stall_timeout_s,
         )
         connection.on_partial_frame = self._on_partial_frame
-        connection.refuse = len(self.inbound) >= MAX_INBOUND_CONNECTIONS
+        connection.refuse = len(self.inbound) >= self.max_inbound_connections
         self.inbound.add(connection)
         return connection
 
@@ -903,10 +913,11 @@ class NodeTransport:
             connection.state = ConnectionState.PEER
             connection.peer_id = NodeId(message.node_id)
             connection.on_received = self.on_peer_read
+            connection.send(Welcome(self.node_id))
         else:
             connection.state = ConnectionState.CLIENT
             connection.limit_replies(self.client_reply_limits, self._on_reply_bytes)
-        connection.send(Welcome(self.node_id))
+            connection.send(Welcome(self.node_id, self.client_max_in_flight))
 
     def _check_hello(self, hello: Hello) -> str:
         if hello.cluster_id != self.cluster_id:
@@ -914,6 +925,11 @@ class NodeTransport:
         if hello.role == "peer":
             if hello.node_id not in self.links:
                 return f"node id {hello.node_id} is not a member of this cluster"
+            if hello.identity and self.identity and hello.identity != self.identity:
+                return (
+                    f"node {hello.node_id} was started for another cluster "
+                    f"({hello.identity}) than this node ({self.identity})"
+                )
             return ""
         if hello.role == "client":
             return ""

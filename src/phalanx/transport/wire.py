@@ -57,10 +57,17 @@ class Hello(msgspec.Struct, frozen=True, tag=True, array_like=True):
     cluster_id: str
     role: str
     node_id: int = 0
+    #: A peer's description of the cluster it was started for (members, service, the
+    #: settings that decide outcomes): nodes that disagree refuse each other rather
+    #: than replicate one cluster's log into another's. Empty from clients.
+    identity: str = ""
 
 
 class Welcome(msgspec.Struct, frozen=True, tag=True, array_like=True):
     node_id: int
+    #: Commands a client may have in flight on one session (the node's
+    #: max_replies_per_session); 0 from peers. Clients cap their window to it.
+    max_in_flight: int = 0
 
 
 class Refused(msgspec.Struct, frozen=True, tag=True, array_like=True):
