@@ -58,13 +58,16 @@ class ClusterIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
     def describe_cluster(self) -> str:
-        """What every node of one cluster must share, for peers to compare: not the node
-        id, and not the service's name either: a replica running other code than the
-        others (a bad deploy, the faulty replica of `phalanx demo faulty`) is what the
-        digest checkpoints exist to catch and name, which they can only do if it stays
-        in the cluster."""
+        """What every node of one cluster must share, for peers to compare. Not the node
+        id, nor the addresses, nor the service's name: a replica running other code than
+        the others (a bad deploy, the faulty replica of `phalanx demo faulty`) is what
+        the digest checkpoints exist to catch and name, which they can only do if it
+        stays in the cluster."""
+        # Member ids, not addresses: how a node reaches its peers is its own business
+        # (through proxies, NAT, another interface), who they are is not.
+        ids = ",".join(sorted(self.members, key=int))
         settings = ", ".join(f"{k}={v}" for k, v in sorted(self.outcome_settings.items()))
-        return f"cluster {self.cluster_id!r}, members {self.describe_members()}, {settings}"
+        return f"cluster {self.cluster_id!r}, member ids {ids}, {settings}"
 
     def describe_members(self) -> str:
         return ",".join(f"{n}={a}" for n, a in sorted(self.members.items(), key=_by_id))
