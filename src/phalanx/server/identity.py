@@ -18,7 +18,6 @@ values would reach another state, so they are recorded and checked too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import msgspec
 
 from phalanx.core.errors import ConfigError
 from phalanx.server.config import NodeConfig
+from phalanx.storage.files import ensure_directory, replace_atomically
 
 IDENTITY_FILE = "cluster.json"
 #: Settings that decide what a command's outcome is (see the module docstring).
@@ -182,24 +182,16 @@ def read_identity(data_dir: Path) -> ClusterIdentity | None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync of the directory: after a crash the file is
-    either absent (the next start records it again) or whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    """After a crash the file is either absent (the next start records it again) or
+    whole: the storage layer's temporary file, fsync, rename, fsync of the directory."""
+    directory = str(path.parent)
     try:
-        with temporary.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(path)
-        directory = os.open(path.parent, os.O_RDONLY)
+        ensure_directory(directory)
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            os.fsync(directory)
+            replace_atomically(directory, directory_fd, path.name, data)
         finally:
-            os.close(directory)
+            os.close(directory_fd)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise ConfigError(
-            "data", f"cannot record the cluster identity in {path}: {error}"
-        ) from None
+        problem = f"cannot record the cluster identity in {path}: {error}"
+        raise ConfigError("data", problem) from None
