@@ -37,8 +37,7 @@ def test_node_command_starts_the_node_it_was_given(
             "members": "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103",
             "data": str(tmp_path / "node-1"),
             "service": "phalanx.examples.kv:KeyValue",
-            "election_timeout_ticks": 40,
-            "heartbeat_interval_ticks": 4,
+            "raft": {"election_timeout_ticks": 40, "heartbeat_interval_ticks": 4},
             "unsafe_local_reads": True,
         }
     )

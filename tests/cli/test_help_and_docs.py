@@ -18,13 +18,11 @@ import phalanx.client
 import phalanx.client.errors
 import phalanx.service
 from phalanx.cli import HelpFormatter, build_parser, help_with_default
-from phalanx.server.config import NodeConfig
+from phalanx.server.config import RAFT_SETTINGS, NodeConfig, setting_key
 
 from .helpers import PHALANX_MODULE, run
 
 CONFIGURATION_DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
-#: TOML keys that differ from the `NodeConfig` field they set.
-TOML_KEYS = {"node_id": "id", "data_dir": "data"}
 
 
 def test_the_package_exports_the_clients_their_errors_and_service() -> None:
@@ -96,8 +94,9 @@ def test_a_flag_registered_without_help_still_shows_its_default() -> None:
 
 
 def documented_keys() -> dict[str, str]:
-    """key -> default cell of the table in docs/configuration.md."""
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", CONFIGURATION_DOC.read_text(), re.MULTILINE)
+    """key -> default cell of the tables in docs/configuration.md (`raft.KEY` for the
+    [raft] table's)."""
+    rows = re.findall(r"^\| `([\w.]+)` \| ([^|]+) \|", CONFIGURATION_DOC.read_text(), re.MULTILINE)
     return {key: default.strip() for key, default in rows}
 
 
@@ -105,7 +104,7 @@ def test_every_node_setting_is_documented_with_its_default() -> None:
     documented = documented_keys()
     expected = {}
     for field in dataclasses.fields(NodeConfig):
-        key = TOML_KEYS.get(field.name, field.name)
+        key = setting_key(field.name)
         expected[key] = field.default
         assert key in documented, f"docs/configuration.md does not list {key!r}"
     assert sorted(documented) == sorted(expected), "docs list keys NodeConfig does not have"
@@ -116,3 +115,11 @@ def test_every_node_setting_is_documented_with_its_default() -> None:
         else:
             value = tomllib.loads(f"value = {cell.strip('`')}")["value"]
             assert value == default, f"docs give {key} = {cell}, NodeConfig {default!r}"
+
+
+def test_the_raft_table_is_documented_and_the_doc_example_is_valid_toml() -> None:
+    documented = documented_keys()
+    assert {f"raft.{name}" for name in RAFT_SETTINGS} <= set(documented)
+    text = CONFIGURATION_DOC.read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert set(tomllib.loads(example)["raft"]) <= set(RAFT_SETTINGS)

@@ -110,9 +110,10 @@ BAD_TOML = {
     "not TOML": ("members = [unclosed\n", "'config'"),
     "bad member address": ('members = { 1 = "127.0.0.1" }\n', "'members'"),
     "bad election timeout": (
-        TOML_MEMBERS + "election_timeout_ticks = 2\nheartbeat_interval_ticks = 2\n",
-        "'election_timeout_ticks'",
+        TOML_MEMBERS + "[raft]\nelection_timeout_ticks = 2\nheartbeat_interval_ticks = 2\n",
+        "'raft.election_timeout_ticks'",
     ),
+    "unknown key in [raft]": (TOML_MEMBERS + "[raft]\nprevote = true\n", "'raft.prevote'"),
 }
 
 

@@ -29,22 +29,13 @@ from typing import Any
 
 from phalanx.chaos.proxy import HOST, Link, ProxyMesh
 from phalanx.client import AsyncClient
-from phalanx.server.config import build_config
+from phalanx.server.config import build_config, toml_value
 from phalanx.transport.addresses import free_ports
 
 STOP_TIMEOUT_S = 10.0
 STATUS_TIMEOUT_S = 0.5
 
 Status = dict[str, Any]
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
 
 
 class ChaosCluster:
@@ -91,7 +82,7 @@ class ChaosCluster:
             **self.settings,
         }
         build_config({**raw, "members": members})  # raises ConfigError on a bad setting
-        lines = [f"{key} = {_toml_value(value)}" for key, value in raw.items()]
+        lines = [f"{key} = {toml_value(value)}" for key, value in raw.items()]
         lines.append("[members]")
         lines.extend(f'"{node}" = "{address}"' for node, address in members.items())
         return "\n".join(lines) + "\n"

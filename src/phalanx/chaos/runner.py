@@ -170,7 +170,7 @@ async def execute(
     if options.tick_ms is not None:
         settings["tick_ms"] = options.tick_ms
     if options.election_timeout_ticks is not None:
-        settings["election_timeout_ticks"] = options.election_timeout_ticks
+        settings["raft"] = {"election_timeout_ticks": options.election_timeout_ticks}
     service = make_workload(options.workload).service
     cluster = ChaosCluster(root, options.nodes, service, settings)
     if started is not None:

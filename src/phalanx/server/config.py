@@ -1,24 +1,53 @@
 """Node settings: from the command line or a TOML file, validated before anything starts.
 
 Every bad value raises `ConfigError` naming the setting, so `phalanx node` can refuse
-to start with a message the operator can act on.
+to start with a message the operator can act on: an unknown key names the valid ones,
+a value out of range names the range.
+
+Every setting of the core's `RaftConfig` but the node id and the voters (which come
+from `id` and `members`) is an operator's setting, in the file's `[raft]` table. They
+are flat fields of `NodeConfig`, under the same names, and `raft_config()` builds the
+core's configuration from them. Four of them were top-level keys before the table
+existed (`DEPRECATED_TOP_LEVEL_RAFT_KEYS`): a file that still sets one there is read,
+with a logged warning, and one that sets it in both places is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from phalanx.core.errors import ConfigError
+from phalanx.core.raft import RaftConfig
 from phalanx.core.types import NodeId
 from phalanx.service.base import Service
+from phalanx.storage.snapshots import SNAPSHOT_CHUNK_BYTES_MAX
 from phalanx.transport.addresses import parse_address
 
+log = logging.getLogger(__name__)
+
 MAX_MEMBERS = 9
+
+#: The `RaftConfig` settings an operator sets, in the `[raft]` table (the node id and
+#: the voters come from `id` and `members`). `NodeConfig` has a field of each name.
+RAFT_SETTINGS = tuple(
+    f.name for f in dataclasses.fields(RaftConfig) if f.name not in ("node_id", "voters")
+)
+#: Raft settings that were top-level keys before the `[raft]` table: still read there,
+#: with a warning, so that existing files keep working.
+DEPRECATED_TOP_LEVEL_RAFT_KEYS = (
+    "election_timeout_ticks",
+    "heartbeat_interval_ticks",
+    "max_inflight_messages",
+    "max_message_bytes",
+)
+#: TOML keys that differ from the `NodeConfig` field they set.
+TOML_KEYS = {"node_id": "id", "data_dir": "data"}
 
 
 @dataclass(frozen=True)
@@ -28,13 +57,8 @@ class NodeConfig:
     data_dir: Path
     service: str
     cluster_id: str = "phalanx"
-    #: One Raft tick. A follower campaigns after 15-30 silent ticks (150-300 ms by
-    #: default) and the leader sends heartbeats every 3 ticks (30 ms): a failed leader
-    #: is replaced in about 200 ms, and an election needs five heartbeats in a row
-    #: to go missing.
+    #: One Raft tick (see election_timeout_ticks below).
     tick_ms: int = 10
-    election_timeout_ticks: int = 15
-    heartbeat_interval_ticks: int = 3
     session_timeout_ms: int = 60_000
     max_sessions: int = 10_000
     #: Replies each session caches for retries (commands a client may have unanswered).
@@ -49,8 +73,6 @@ class NodeConfig:
     #: Client requests proposed in one Ready at most: a bounded turn of the loop.
     max_proposals_per_batch: int = 4096
     max_command_bytes: int = 1024 * 1024
-    max_message_bytes: int = 1024 * 1024
-    max_inflight_messages: int = 256
     #: Take a snapshot after this many applied entries (0: never). Snapshots need a
     #: service that implements `restore`.
     snapshot_every_entries: int = 100_000
@@ -73,9 +95,34 @@ class NodeConfig:
     #: the linearizability checker catching it. Never enable it in production.
     unsafe_local_reads: bool = False
 
+    # -- the [raft] table: `RaftConfig`'s settings, by the same names (RAFT_SETTINGS) --
+    #: A follower campaigns after 15-30 silent ticks (150-300 ms by default) and the
+    #: leader sends heartbeats every 3 ticks (30 ms): a failed leader is replaced in
+    #: about 200 ms, and an election needs five heartbeats in a row to go missing.
+    #: (The core's own defaults, 10 and 1, count abstract ticks for the simulator.)
+    election_timeout_ticks: int = 15
+    heartbeat_interval_ticks: int = 3
+    #: The rest default to the core's values (a test keeps them equal).
+    max_inflight_messages: int = 256
+    max_inflight_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
+    max_uncommitted_bytes: int = 64 * 1024 * 1024
+    max_apply_bytes: int = 1024 * 1024
+    replication_stall_heartbeats: int = 3
+    snapshot_stall_heartbeats: int = 200
+    pre_vote: bool = True
+    check_quorum: bool = True
+    broadcast_commit: bool = False
+
     @property
     def address(self) -> tuple[str, int]:
         return self.members[self.node_id]
+
+    def raft_config(self) -> RaftConfig:
+        """The core's configuration for this node: its id, every member as a voter (in
+        id order, so every node builds the same tuple) and every `[raft]` setting."""
+        settings: dict[str, Any] = {name: getattr(self, name) for name in RAFT_SETTINGS}
+        return RaftConfig(node_id=self.node_id, voters=tuple(sorted(self.members)), **settings)
 
     def validate(self) -> None:
         if not 1 <= len(self.members) <= MAX_MEMBERS:
@@ -87,32 +134,66 @@ class NodeConfig:
             raise ConfigError("members", "two members share one address")
         if not self.cluster_id or len(self.cluster_id) > 128:
             raise ConfigError("cluster_id", "must be 1 to 128 characters")
-        for name in (
-            "tick_ms",
-            "session_timeout_ms",
-            "max_sessions",
-            "max_replies_per_session",
-            "max_pending_proposals",
-            "max_proposals_per_batch",
-            "snapshot_chunk_bytes",
-            "snapshots_keep",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, "must be at least 1")
-        if (
-            min(
-                self.snapshot_every_entries,
-                self.snapshot_every_bytes,
-                self.snapshot_compaction_margin,
-            )
-            < 0
-        ):
-            raise ConfigError("snapshot_every_entries", "snapshot settings must not be negative")
+        for name, (lowest, highest) in INTEGER_RANGES.items():
+            _check_range(setting_key(name), getattr(self, name), lowest, highest)
         if self.snapshot_chunk_bytes > self.max_message_bytes:
-            raise ConfigError("snapshot_chunk_bytes", "must not exceed max_message_bytes")
+            raise ConfigError(
+                "snapshot_chunk_bytes",
+                f"must not exceed raft.max_message_bytes ({self.max_message_bytes}), "
+                f"got {self.snapshot_chunk_bytes}",
+            )
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
-            raise ConfigError("election_timeout_ticks", "must exceed heartbeat_interval_ticks")
+            raise ConfigError(
+                "raft.election_timeout_ticks",
+                f"must exceed raft.heartbeat_interval_ticks ({self.heartbeat_interval_ticks}), "
+                f"got {self.election_timeout_ticks}",
+            )
+        self.raft_config().validate()  # the core's own checks, should it ever add one
         load_service_class(self.service)
+
+
+#: Every integer setting's valid range, inclusive (None: no upper bound). A test checks
+#: that every integer field of `NodeConfig` has one.
+INTEGER_RANGES: dict[str, tuple[int, int | None]] = {
+    "tick_ms": (1, None),
+    "session_timeout_ms": (1, None),
+    "max_sessions": (1, None),
+    "max_replies_per_session": (1, None),
+    "max_pending_proposals": (1, None),
+    "max_commit_wait_ms": (0, None),
+    "max_proposals_per_batch": (1, None),
+    "max_command_bytes": (1, None),
+    "snapshot_every_entries": (0, None),
+    "snapshot_every_bytes": (0, None),
+    "snapshot_compaction_margin": (0, None),
+    "snapshot_chunk_bytes": (1, SNAPSHOT_CHUNK_BYTES_MAX),
+    "snapshots_keep": (1, None),
+    "checkpoint_every_entries": (0, None),
+    "election_timeout_ticks": (2, None),
+    "heartbeat_interval_ticks": (1, None),
+    "max_inflight_messages": (1, None),
+    "max_inflight_bytes": (1, None),
+    "max_message_bytes": (1, None),
+    "max_uncommitted_bytes": (1, None),
+    "max_apply_bytes": (1, None),
+    "replication_stall_heartbeats": (1, None),
+    "snapshot_stall_heartbeats": (1, None),
+}
+
+
+def setting_key(field_name: str) -> str:
+    """How the file spells the setting a `NodeConfig` field holds (`raft.` for the
+    `[raft]` table's); errors name settings this way."""
+    if field_name in RAFT_SETTINGS:
+        return f"raft.{field_name}"
+    return TOML_KEYS.get(field_name, field_name)
+
+
+def _check_range(key: str, value: int, lowest: int, highest: int | None) -> None:
+    if highest is None and value < lowest:
+        raise ConfigError(key, f"must be at least {lowest}, got {value}")
+    if highest is not None and not lowest <= value <= highest:
+        raise ConfigError(key, f"must be from {lowest} to {highest}, got {value}")
 
 
 def parse_members(text: str) -> dict[NodeId, tuple[str, int]]:
@@ -158,11 +239,9 @@ def config_from_toml(path: Path, overrides: dict[str, Any]) -> NodeConfig:
 
 
 def build_config(raw: dict[str, Any]) -> NodeConfig:
-    known = {f.name for f in dataclasses.fields(NodeConfig)} | {"id", "data"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(unknown[0], "unknown setting")
-    values = dict(raw)
+    """A validated `NodeConfig` from the file's keys (`raft` holding the `[raft]` table)."""
+    values = _without_raft_table(raw)
+    _refuse_unknown_keys(values)
     if "id" in values:
         values["node_id"] = values.pop("id")
     if "data" in values:
@@ -185,26 +264,78 @@ def build_config(raw: dict[str, Any]) -> NodeConfig:
     except (TypeError, ValueError):
         raise ConfigError("id", f"{values['node_id']!r} is not an integer") from None
     for field in dataclasses.fields(NodeConfig):
-        if field.type == "int" and field.name in values and type(values[field.name]) is not int:
-            raise ConfigError(field.name, f"must be an integer, got {values[field.name]!r}")
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if field.type == "int" and type(value) is not int:
+            raise ConfigError(setting_key(field.name), f"must be an integer, got {value!r}")
+        if field.type == "bool" and type(value) is not bool:
+            raise ConfigError(setting_key(field.name), f"must be true or false, got {value!r}")
     config = NodeConfig(**values)
     config.validate()
     return config
 
 
+def _without_raft_table(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with the `[raft]` table's settings (and the deprecated top-level spelling
+    of four of them) as plain keys, checked: an unknown key in the table, a key in
+    both places, or a Raft setting that was never a top-level key found there."""
+    values = dict(raw)
+    table = values.pop("raft", {})
+    if not isinstance(table, dict):
+        raise ConfigError("raft", f"must be a table of Raft settings, got {table!r}")
+    for key in table:
+        if key not in RAFT_SETTINGS:
+            valid = ", ".join(RAFT_SETTINGS)
+            raise ConfigError(f"raft.{key}", f"unknown setting; [raft] takes {valid}")
+    for key in sorted(set(values) & set(RAFT_SETTINGS)):
+        if key not in DEPRECATED_TOP_LEVEL_RAFT_KEYS:
+            raise ConfigError(key, f"belongs in the [raft] table, as raft.{key}")
+        if key in table:
+            raise ConfigError(
+                f"raft.{key}", f"is set both in [raft] and as the top-level {key!r}; keep [raft]'s"
+            )
+        log.warning(
+            "setting %r at the top level is deprecated: move it into the [raft] table (raft.%s)",
+            key,
+            key,
+        )
+    return {**values, **table}
+
+
+def _refuse_unknown_keys(values: dict[str, Any]) -> None:
+    fields = {f.name for f in dataclasses.fields(NodeConfig)}
+    top_level = sorted({TOML_KEYS.get(name, name) for name in fields - set(RAFT_SETTINGS)})
+    known = fields | {"id", "data"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        valid = ", ".join(top_level)
+        raise ConfigError(unknown[0], f"unknown setting; valid keys: {valid} and the [raft] table")
+
+
 def config_to_toml(config: NodeConfig) -> str:
     """The TOML text that `config_from_toml` reads back as `config`."""
-    lines = []
+    top_level: list[str] = []
+    raft = ["", "[raft]"]
     for field in dataclasses.fields(NodeConfig):
         value = getattr(config, field.name)
-        name = {"node_id": "id", "data_dir": "data"}.get(field.name, field.name)
         if field.name == "members":
             value = ",".join(f"{n}={h}:{p}" for n, (h, p) in sorted(value.items()))
-        if isinstance(value, bool):
-            lines.append(f"{name} = {'true' if value else 'false'}")
-        elif isinstance(value, int):
-            lines.append(f"{name} = {value}")
+        if field.name in RAFT_SETTINGS:
+            raft.append(f"{field.name} = {toml_value(value)}")
         else:
-            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-            lines.append(f'{name} = "{escaped}"')
-    return "\n".join(lines) + "\n"
+            top_level.append(f"{TOML_KEYS.get(field.name, field.name)} = {toml_value(value)}")
+    return "\n".join(top_level + raft) + "\n"
+
+
+def toml_value(value: object) -> str:
+    """`value` (a bool, an int, a string or a dict of them) as TOML; a dict as an
+    inline table."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
