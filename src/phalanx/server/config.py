@@ -25,13 +25,12 @@ from typing import Any
 from phalanx.core.errors import ConfigError
 from phalanx.core.raft import RaftConfig
 from phalanx.core.types import NodeId
+from phalanx.limits import MAX_MEMBERS, SNAPSHOT_CHUNK_BYTES_MAX
 from phalanx.service.base import Service
-from phalanx.storage.snapshots import SNAPSHOT_CHUNK_BYTES_MAX
 from phalanx.transport.addresses import parse_address
 
 log = logging.getLogger(__name__)
 
-MAX_MEMBERS = 9
 
 #: The `RaftConfig` settings an operator sets, in the `[raft]` table (the node id and
 #: the voters come from `id` and `members`). `NodeConfig` has a field of each name.

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from phalanx.core.quorum import majority
 from phalanx.core.types import Index, NodeId
-
-#: Checkpoint indices tracked at once; older ones are forgotten.
-MAX_TRACKED_CHECKPOINTS = 16
+from phalanx.limits import (
+    MAX_TRACKED_CHECKPOINTS,
+)
 
 
 class VerdictKind(enum.Enum):

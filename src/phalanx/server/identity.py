@@ -24,6 +24,9 @@ from pathlib import Path
 import msgspec
 
 from phalanx.core.errors import ConfigError
+from phalanx.limits import (
+    IDENTITY_BYTES_MAX,
+)
 from phalanx.server.config import NodeConfig
 from phalanx.storage.files import ensure_directory, replace_atomically
 
@@ -31,8 +34,6 @@ IDENTITY_FILE = "cluster.json"
 #: Settings that decide what a command's outcome is (see the module docstring).
 OUTCOME_SETTINGS = ("session_timeout_ms", "max_sessions", "max_replies_per_session")
 IDENTITY_FORMAT = 1
-#: Largest identity file read (a handful of members and names; anything bigger is not ours).
-IDENTITY_BYTES_MAX = 64 * 1024
 
 
 class ClusterIdentity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

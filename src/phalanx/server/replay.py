@@ -25,15 +25,15 @@ from typing import overload
 
 from phalanx.core.errors import ConfigError
 from phalanx.core.types import Entry, SnapshotMeta
+from phalanx.limits import (
+    SNAPSHOTS_READ_MAX,
+)
 from phalanx.server.config import load_service_class
 from phalanx.server.identity import IDENTITY_FILE, ClusterIdentity, read_identity
 from phalanx.service.container import ContainerLimits, ServiceContainer
 from phalanx.storage import WalStorage
 from phalanx.storage.errors import StorageCorruptError
 from phalanx.storage.snapshots import SnapshotStore
-
-#: Snapshots a rebuild reads (a node keeps `snapshots_keep`, 2 by default).
-SNAPSHOTS_READ_MAX = 10_000
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,12 @@ import msgspec
 
 from phalanx.core.errors import PhalanxError
 from phalanx.core.types import Entry, EntryKind, Index
+from phalanx.limits import (
+    ERROR_MESSAGE_CHARS_MAX,
+    MAX_PENDING_CHECKPOINTS,
+    MAX_PENDING_EGRESS,
+    SERVICE_STACK_FRAMES,
+)
 from phalanx.service.base import Service
 from phalanx.service.context import ServiceContext, Timers
 from phalanx.service.envelope import (
@@ -97,12 +103,6 @@ class Checkpoint:
     index: Index
     log_digest: bytes
     state_digest: bytes
-
-
-#: Pushed messages waiting for the node to deliver them (it takes them every Ready).
-MAX_PENDING_EGRESS = 65_536
-#: Checkpoints kept for sending and comparing.
-MAX_PENDING_CHECKPOINTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +180,6 @@ def describe_exception(error: BaseException) -> str:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-#: Longest exception text carried in an error reply.
-ERROR_MESSAGE_CHARS_MAX = 500
-#: Stack frames service code may use beyond `apply_batch`, on every replica alike.
-SERVICE_STACK_FRAMES = 900
 #: Service failures logged one by one; after these, every thousandth.
 ERRORS_LOGGED_IN_FULL = 10
 #: Exceptions that describe this process, not the command: never turned into a reply.

@@ -18,12 +18,12 @@ import heapq
 from typing import TYPE_CHECKING, Any
 
 from phalanx.core.errors import PhalanxError
+from phalanx.limits import (
+    MAX_TIMERS,
+)
 
 if TYPE_CHECKING:
     from phalanx.service.container import ServiceContainer
-
-#: Timers a service may have scheduled at once.
-MAX_TIMERS = 100_000
 
 
 class NondeterministicCallError(PhalanxError):

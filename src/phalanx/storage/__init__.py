@@ -11,12 +11,16 @@ snapshot format and its durability rules in `snapshots.py`.
 
 from typing import TYPE_CHECKING
 
+from phalanx.limits import (
+    RECORD_PAYLOAD_BYTES_MAX,
+    SEGMENT_BYTES_MAX_DEFAULT,
+    SNAPSHOT_CONTENT_BYTES_MAX,
+)
 from phalanx.storage.base import LogStorage, Restored
-from phalanx.storage.codec import RECORD_PAYLOAD_BYTES_MAX
 from phalanx.storage.errors import StorageCorruptError, StorageError
 from phalanx.storage.memory import MemoryStorage
-from phalanx.storage.snapshots import SNAPSHOT_CONTENT_BYTES_MAX, SnapshotStore, SnapshotWriter
-from phalanx.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, WalStorage
+from phalanx.storage.snapshots import SnapshotStore, SnapshotWriter
+from phalanx.storage.wal import WalStorage
 
 __all__ = [
     "RECORD_PAYLOAD_BYTES_MAX",

@@ -14,6 +14,10 @@ import msgspec
 from crc32c import crc32c
 
 from phalanx.core.types import Entry, HardState, Index, Term
+from phalanx.limits import (
+    RECORD_PAYLOAD_BYTES_MAX,
+    SMALL_FILE_BYTES_MAX,
+)
 from phalanx.storage.errors import StorageCorruptError, StorageError
 
 #: Format version written into every segment header and small file.
@@ -27,13 +31,9 @@ SEGMENT_HEADER_BYTES = _SEGMENT_HEADER.size
 #: payload length, CRC32C of the payload.
 _RECORD_HEADER = struct.Struct("<II")
 RECORD_HEADER_BYTES = _RECORD_HEADER.size
-#: The largest payload a record may carry. A length field above it is corruption (or a
-#: torn tail), never an allocation request.
-RECORD_PAYLOAD_BYTES_MAX = 64 * 1024 * 1024
 
 #: magic, format version, reserved (0), payload length, CRC32C of the payload.
 _SMALL_FILE_HEADER = struct.Struct("<4sHHII")
-SMALL_FILE_BYTES_MAX = 64 * 1024
 HARD_STATE_MAGIC = b"PXHS"
 META_MAGIC = b"PXMT"
 

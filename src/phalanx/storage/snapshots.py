@@ -67,6 +67,11 @@ from pathlib import Path
 from crc32c import crc32c
 
 from phalanx.core.types import Index, SnapshotMeta, Term
+from phalanx.limits import (
+    SNAPSHOT_CHECKPOINT_BYTES,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_CONTENT_BYTES_MAX,
+)
 from phalanx.storage.codec import FORMAT_VERSION
 from phalanx.storage.errors import StorageCorruptError, StorageError
 from phalanx.storage.files import ensure_directory, write_all
@@ -80,12 +85,6 @@ SNAPSHOT_HEADER_BYTES = _HEADER.size
 _LENGTH_OFFSET = SNAPSHOT_HEADER_BYTES - 8
 _TRAILER = struct.Struct("<I")
 SNAPSHOT_TRAILER_BYTES = _TRAILER.size
-#: The largest content a snapshot may hold; a header claiming more is corruption.
-SNAPSHOT_CONTENT_BYTES_MAX = 4 * 1024 * 1024 * 1024
-#: How much received content may be lost to a power loss (see "Resumable receive").
-SNAPSHOT_CHECKPOINT_BYTES = 16 * 1024 * 1024
-#: The largest chunk `read_chunks` hands out, and the read size of verification.
-SNAPSHOT_CHUNK_BYTES_MAX = 64 * 1024 * 1024
 _VERIFY_CHUNK_BYTES = 1024 * 1024
 SNAPSHOT_KEEP_DEFAULT = 2
 

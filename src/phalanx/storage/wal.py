@@ -188,6 +188,12 @@ from dataclasses import dataclass
 
 from phalanx.core.errors import ConfigError
 from phalanx.core.types import Entry, HardState
+from phalanx.limits import (
+    RECORD_PAYLOAD_BYTES_MAX,
+    SEGMENT_BYTES_MAX_DEFAULT,
+    SEGMENT_FILE_BYTES_LIMIT,
+    SMALL_FILE_BYTES_MAX,
+)
 from phalanx.storage.base import (
     HARD_STATE_COMMIT_INTERVAL_S_DEFAULT,
     HardStateKeeper,
@@ -195,9 +201,7 @@ from phalanx.storage.base import (
     default_clock,
 )
 from phalanx.storage.codec import (
-    RECORD_PAYLOAD_BYTES_MAX,
     SEGMENT_HEADER_BYTES,
-    SMALL_FILE_BYTES_MAX,
     Meta,
     decode_hard_state,
     decode_meta,
@@ -223,10 +227,6 @@ from phalanx.storage.files import (
 
 logger = logging.getLogger(__name__)
 
-SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
-#: A segment file larger than this is not ours (a segment holds at most
-#: `segment_bytes_max` bytes, or one record of up to `RECORD_PAYLOAD_BYTES_MAX`).
-SEGMENT_FILE_BYTES_LIMIT = 4 * 1024 * 1024 * 1024
 META_FILE = "meta"
 LOCK_FILE = "lock"
 HARD_STATE_FILE = "hardstate"

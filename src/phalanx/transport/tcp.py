@@ -58,6 +58,26 @@ from collections.abc import Callable
 
 from phalanx.core.messages import Message
 from phalanx.core.types import NodeId
+from phalanx.limits import (
+    CLIENT_READ_PAUSE_TIMEOUT_S,
+    CLIENT_REPLY_BYTES_HIGH,
+    CLIENT_REPLY_BYTES_LOW,
+    CLIENT_REPLY_BYTES_MAX,
+    CLIENT_REPLY_BYTES_TOTAL_MAX,
+    FRAME_STALL_TIMEOUT_S,
+    HANDSHAKE_TIMEOUT_S,
+    HELLO_FRAME_BYTES_MAX,
+    PARTIAL_FRAME_BYTES_TOTAL_MAX,
+    PARTIAL_FRAME_SHED_TO_FRACTION,
+    PEER_WRITE_BUFFER_HIGH_BYTES,
+    RECONNECT_DELAY_MAX_S,
+    RECONNECT_DELAY_MIN_S,
+    SESSION_OPENS_WINDOW_S,
+    SESSIONS_PER_CONNECTION_MAX,
+)
+
+# Re-exported: server/node.py imports it from here.
+from phalanx.limits import MAX_INBOUND_CONNECTIONS as MAX_INBOUND_CONNECTIONS  # noqa: PLC0414
 from phalanx.transport.wire import (
     MAX_FRAME_BYTES_DEFAULT,
     ClientReply,
@@ -83,62 +103,6 @@ from phalanx.transport.wire import (
 
 log = logging.getLogger("phalanx.transport")
 
-RECONNECT_DELAY_MIN_S = 0.02
-RECONNECT_DELAY_MAX_S = 1.0
-#: Bytes queued in the kernel-side write buffer before a peer link drops messages
-#: (Raft retransmits) instead of growing memory without bound.
-PEER_WRITE_BUFFER_HIGH_BYTES = 8 * 1024 * 1024
-HANDSHAKE_TIMEOUT_S = 5.0
-#: Inbound connections (peers, clients and ones still to say Hello) a node accepts at
-#: once; beyond it new connections are closed on arrival.
-MAX_INBOUND_CONNECTIONS = 4096
-#: Largest frame accepted before the Hello: a Hello is about 150 bytes (cluster ids
-#: are at most 128 characters), and a stranger must not make the node buffer megabytes.
-HELLO_FRAME_BYTES_MAX = 4096
-#: Bytes of unfinished frames all inbound connections of a node may hold together.
-#: Peers send frames of up to `max_frame_bytes` (about 2 MiB by default) and clients
-#: commands of up to 1 MiB, each arriving in well under a second; 64 MiB holds every
-#: peer's largest frame and dozens of clients' at once, while 4096 connections each
-#: holding a 2 MiB frame would be 8 GiB. Raised to fit every peer's largest frame
-#: when `max_frame_bytes` is configured larger.
-PARTIAL_FRAME_BYTES_TOTAL_MAX = 64 * 1024 * 1024
-#: Over the budget, connections are closed until their unfinished frames add up to
-#: this fraction of it, so one overflow frees room for many reads, not just the next.
-PARTIAL_FRAME_SHED_TO_FRACTION = 0.75
-#: A frame that started arriving must be whole within this long, or the connection is
-#: closed: a peer's 2 MiB frame takes milliseconds, so only a stalled or trickling
-#: sender (holding memory and a connection slot) is ever this slow.
-FRAME_STALL_TIMEOUT_S = 10.0
-#: Sessions one client connection may open within `SESSION_OPENS_WINDOW_S`. A client
-#: opens one session and another only when that one expired (after the session
-#: timeout, 60 s by default), so a connection asking for many is opening sessions for
-#: their own sake, each one a log entry and a slot in the replicated session table.
-SESSIONS_PER_CONNECTION_MAX = 64
-SESSION_OPENS_WINDOW_S = 60.0
-#: Unsent reply bytes above which the node stops reading a client connection. Most
-#: replies are a few hundred bytes and the largest about `max_message_bytes` (1 MiB by
-#: default). A client that keeps reading seldom leaves any in the process (the kernel's
-#: socket buffers hold what it has yet to take), and if it does, the pause only makes it
-#: wait; one that does not read is held to about this much plus the requests of one
-#: read (at most 256 KiB).
-CLIENT_REPLY_BYTES_HIGH = 1024 * 1024
-#: ... and below which (the client has read the rest) it reads the connection again:
-#: low enough that a slow reader is resumed in large steps, not once per reply.
-CLIENT_REPLY_BYTES_LOW = 256 * 1024
-#: Unsent reply bytes at which a client connection is closed. Reading is paused long
-#: before, but replies to requests already taken still come (a command's reply once it
-#: commits, a subscriber's pushed messages); 32 of the largest fit, and a connection
-#: that lets that many pile up is not reading them.
-CLIENT_REPLY_BYTES_MAX = 32 * 1024 * 1024
-#: A client connection whose reading stays paused this long is closed: it has not read
-#: the 768 KiB between the two marks, when a link of 1 Mbit/s carries 3.5 MiB in that
-#: time, and it holds up to `CLIENT_REPLY_BYTES_MAX` and a connection slot meanwhile.
-CLIENT_READ_PAUSE_TIMEOUT_S = 30.0
-#: Unsent reply bytes all client connections of a node may hold together; beyond it
-#: the connections holding the most are closed. 4096 connections (the most a node
-#: accepts) each paused at the high-water mark would hold 4 GiB; 256 MiB is a couple of
-#: hundred of those, or 8 at `CLIENT_REPLY_BYTES_MAX`.
-CLIENT_REPLY_BYTES_TOTAL_MAX = 256 * 1024 * 1024
 
 ClientRequestMessage = (
     OpenSessionRequest
