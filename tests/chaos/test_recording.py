@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from tests.transport.test_wire import node_status
 
 from phalanx.chaos.cluster import ChaosCluster
 from phalanx.chaos.nemesis import FaultRecord
@@ -140,10 +142,12 @@ def test_the_set_check_finds_lost_unexpected_and_duplicated_elements() -> None:
 
 
 def run_data(tmp_path: Path, recorder: Recorder, workload: str = "lin-kv") -> RunData:
-    status = {"applied_index": 9, "commit_index": 9, "log_digest": "ab", "state_digest": "cd"}
     data = RunData(ChaosOptions(out=tmp_path, workload=workload), recorder, [], [])
     data.recovered = data.final_reads_ok = True
-    data.statuses = [dict(status) for _ in range(3)]
+    data.statuses = [
+        node_status(node, applied_index=9, commit_index=9, log_digest="ab", state_digest="cd")
+        for node in (1, 2, 3)
+    ]
     return data
 
 
@@ -171,6 +175,7 @@ def test_a_stale_read_fails_the_verdict(tmp_path: Path) -> None:
     assert exit_code(checks) == 1
     summary = summarize(data, checks, found, exit_code(checks))
     assert summary["verdict"] == "fail"
+    assert json.loads(json.dumps(summary["final_statuses"]))[2]["state_digest"] == "cd"
     assert summary["checker"]["failure_time_s"] == recorder.events[-1].time
     page = render(summary, recorder.events, [], lanes=3)
     assert "Checker report" in page and "not linearizable" in page
@@ -184,7 +189,9 @@ def test_diverged_replicas_fail_and_unknown_is_not_a_pass(tmp_path: Path) -> Non
     path = tmp_path / "history.jsonl"
     recorder.write(path)
     data = run_data(tmp_path, recorder)
-    data.statuses[2] = {**data.statuses[2], "state_digest": "ff"}
+    third = data.statuses[2]
+    assert third is not None
+    data.statuses[2] = msgspec.structs.replace(third, state_digest="ff")
     checks, _ = judge(data, path)
     assert [c.status for c in checks if c.name.startswith("every replica")] == ["fail"]
     assert exit_code(checks) == 1

@@ -21,6 +21,8 @@ from typing import Any
 from tests.cluster.harness import EXIT_TIMEOUT_S, LEADER_TIMEOUT_S, POLL_INTERVAL_S
 
 from phalanx.client.admin import gather_statuses
+from phalanx.core import Role
+from phalanx.transport.wire import NodeStatus
 
 #: `python -m phalanx`, the way tests/cluster starts nodes.
 PHALANX_MODULE = (sys.executable, "-m", "phalanx")
@@ -141,14 +143,14 @@ def wait_until(
         time.sleep(POLL_INTERVAL_S)
 
 
-def statuses(addresses: Sequence[str], cluster_id: str = "phalanx") -> list[Any]:
+def statuses(addresses: Sequence[str], cluster_id: str = "phalanx") -> list[NodeStatus | None]:
     return asyncio.run(gather_statuses(addresses, cluster_id=cluster_id, attempt_timeout=0.5))
 
 
 def leader_position(addresses: Sequence[str]) -> int | None:
     """The position of the member every answering member agrees leads, if any."""
     found = statuses(addresses)
-    leaders = [i for i, s in enumerate(found) if s is not None and s["role"] == "leader"]
+    leaders = [i for i, s in enumerate(found) if s is not None and s.role is Role.LEADER]
     if len(leaders) != 1 or any(s is None for s in found):
         return None
     return leaders[0]

@@ -12,6 +12,7 @@ import pytest
 from tests.cluster.harness import free_consecutive_ports
 
 from phalanx.client import Client
+from phalanx.core import Role
 
 from .helpers import (
     PHALANX_MODULE,
@@ -54,7 +55,7 @@ def test_a_node_that_exits_is_reported_and_the_others_keep_serving(
 
     def leader() -> int | None:
         found = statuses(addresses)
-        leaders = [int(s["id"]) for s in found if s is not None and s["role"] == "leader"]
+        leaders = [s.id for s in found if s is not None and s.role is Role.LEADER]
         return leaders[0] if len(leaders) == 1 and all(found) else None
 
     first = wait_until(leader, "a leader", describe=lambda: processes.output(cluster))
@@ -71,7 +72,7 @@ def test_a_node_that_exits_is_reported_and_the_others_keep_serving(
 
     def new_leader() -> bool:
         found = statuses(others)
-        return any(s is not None and s["role"] == "leader" for s in found)
+        return any(s is not None and s.role is Role.LEADER for s in found)
 
     wait_until(new_leader, "a new leader among the others")
     with Client(others, timeout=CALL_TIMEOUT_S) as client:

@@ -12,14 +12,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from rich.console import Console
 from tests.cluster.harness import LiveCluster
+from tests.transport.test_wire import node_status
 
 from phalanx.cli import main
-from phalanx.client.admin import ClusterHealth, judge_statuses, member_statuses
+from phalanx.client.admin import judge_statuses
+from phalanx.core import Role
 from phalanx.server import cli as server_cli
 from phalanx.server.cli import print_status
+from phalanx.transport.wire import NodeStatus
 
 from .helpers import PHALANX_MODULE, run, statuses, wait_until
 
@@ -27,38 +31,17 @@ from .helpers import PHALANX_MODULE, run, statuses, wait_until
 DIGEST = re.compile(r"\b[0-9a-f]{32}\b")
 
 
-def status_of(node: int, role: str = "follower", **changes: Any) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "id": node,
-        "role": role,
-        "term": 4,
-        "leader": 1,
-        "last_index": 2000,
-        "commit_index": 2000,
-        "applied_index": 2000,
-        "log_digest": "b" * 32,
-        "state_digest": "a" * 32,
-        "diverged": None,
-        "replica_check": "at index 2000: agree",
-    }
-    status.update(changes)
-    return status
-
-
-def judge(replies: list[dict[str, Any] | None]) -> ClusterHealth:
-    return judge_statuses(member_statuses(replies))
-
-
-HEALTHY: list[dict[str, Any] | None] = [status_of(1, "leader"), status_of(2), status_of(3)]
+LEADER = Role.LEADER
+HEALTHY: list[NodeStatus | None] = [node_status(1, LEADER), node_status(2), node_status(3)]
 ADDRESSES = ["127.0.0.1:7101", "127.0.0.1:7102", "127.0.0.1:7103"]
 
 
 def test_a_cluster_with_one_leader_and_agreeing_replicas_is_healthy() -> None:
-    assert judge(HEALTHY).problems == ()
-    assert judge(HEALTHY).leader == 1
+    assert judge_statuses(HEALTHY).problems == ()
+    assert judge_statuses(HEALTHY).leader == 1
     # A deposed leader of an older term that has not heard yet does not count.
-    stale = [status_of(1, "leader"), status_of(2, "leader", term=3), None]
-    assert judge(stale).leader == 1
+    stale = [node_status(1, LEADER), node_status(2, LEADER, term=3), None]
+    assert judge_statuses(stale).leader == 1
 
 
 @pytest.mark.parametrize(
@@ -66,33 +49,33 @@ def test_a_cluster_with_one_leader_and_agreeing_replicas_is_healthy() -> None:
     [
         ([None, None, None], "no member answered"),
         (
-            [status_of(2, "candidate", leader=0), status_of(3, leader=1), None],
+            [node_status(2, Role.CANDIDATE, leader=0), node_status(3, leader=1), None],
             "no leader among the 2 of 3 members that answered; they name node(s) 1",
         ),
         (
-            [status_of(1, "leader"), status_of(2), status_of(3, diverged="at index 2000")],
+            [node_status(1, LEADER), node_status(2), node_status(3, diverged="at index 2000")],
             "node 3 found its own service diverged from the majority at index 2000",
         ),
         (
             [
-                status_of(1, "leader", replica_check="at index 2000: others-diverged: node(s) 3"),
-                status_of(2, replica_check="at index 2000: others-diverged: node(s) 3"),
+                node_status(1, LEADER, replica_check="at index 2000: others-diverged: node(s) 3"),
+                node_status(2, replica_check="at index 2000: others-diverged: node(s) 3"),
             ],
             "replica check at index 2000: others-diverged: node(s) 3 (reported by node(s) 1, 2)",
         ),
         (
-            [status_of(1, "leader"), status_of(2, state_digest="c" * 32)],
+            [node_status(1, LEADER), node_status(2, state_digest="c" * 32)],
             "nodes 1, 2 applied up to index 2000 but their state digests differ",
         ),
     ],
 )
-def test_each_trouble_is_named(replies: list[dict[str, Any] | None], expected: str) -> None:
-    problems = judge(replies).problems
+def test_each_trouble_is_named(replies: list[NodeStatus | None], expected: str) -> None:
+    problems = judge_statuses(replies).problems
     assert any(problem.startswith(expected) for problem in problems), problems
 
 
-def fake_statuses(monkeypatch: pytest.MonkeyPatch, replies: list[dict[str, Any] | None]) -> None:
-    async def gather(addresses: list[str], **_: Any) -> list[dict[str, Any] | None]:
+def fake_statuses(monkeypatch: pytest.MonkeyPatch, replies: list[NodeStatus | None]) -> None:
+    async def gather(addresses: list[str], **_: Any) -> list[NodeStatus | None]:
         assert len(addresses) == len(replies)
         return replies
 
@@ -103,7 +86,7 @@ def test_status_exits_1_naming_a_diverged_replica(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     diverged = "at index 2000: self-diverged: node(s) 3"
-    fake_statuses(monkeypatch, [*HEALTHY[:2], status_of(3, diverged=diverged)])
+    fake_statuses(monkeypatch, [*HEALTHY[:2], node_status(3, diverged=diverged)])
     assert main(["status", "--members", ",".join(ADDRESSES)]) == 1
     captured = capsys.readouterr()
     assert "phalanx status: node 3 found its own service diverged" in captured.err
@@ -113,13 +96,32 @@ def test_status_exits_1_naming_a_diverged_replica(
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is False and report["leader"] == 1
     assert report["members"][2]["status"]["diverged"] == diverged
+    assert report["members"][0]["status"] == msgspec.to_builtins(HEALTHY[0])
+
+
+def test_status_piped_prints_one_plain_line_per_member() -> None:
+    replies = [*HEALTHY[:2], None]
+    output = io.StringIO()
+    print_status(ADDRESSES, replies, judge_statuses(replies), Console(file=output))
+    lines = output.getvalue().splitlines()
+    assert lines[:5] == [
+        "members:",
+        "address        | id | role     | term | last index | commit index | applied index"
+        " | leader | reachable",
+        "127.0.0.1:7101 | 1  | leader   | 4    | 2000       | 2000         | 2000          | 1"
+        "      | yes",
+        "127.0.0.1:7102 | 2  | follower | 4    | 2000       | 2000         | 2000          | 1"
+        "      | yes",
+        "127.0.0.1:7103 | -  | -        | -    | -          | -            | -             | -"
+        "      | no",
+    ], output.getvalue()
 
 
 def test_status_folds_its_tables_to_the_terminal_width() -> None:
     replies = [*HEALTHY[:2], None]
     output = io.StringIO()
     console = Console(file=output, width=60, force_terminal=True, color_system=None)
-    print_status(ADDRESSES, member_statuses(replies), judge(replies), console)
+    print_status(ADDRESSES, replies, judge_statuses(replies), console)
     lines = output.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 60, output.getvalue()
     assert any("state" in line for line in lines) and any("replica" in line for line in lines)

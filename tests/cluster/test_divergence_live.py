@@ -82,7 +82,7 @@ def test_two_replicas_that_diverge_cannot_tell_which(tmp_path: Path) -> None:
                 rng = random.Random(len(stats.completions))
                 await asyncio.gather(*(_worker(client, rng, stats, stop) for _ in range(8)))
                 statuses = await _statuses(cluster)
-                checks = [s["replica_check"] or "" for s in statuses if s is not None]
+                checks = [s.replica_check or "" for s in statuses if s is not None]
                 if len(checks) == 2 and all("cannot tell which" in c for c in checks):
                     return [s for s in statuses if s is not None]
         raise AssertionError(f"no undecidable verdict: {await _statuses(cluster)}")
@@ -98,4 +98,4 @@ def test_two_replicas_that_diverge_cannot_tell_which(tmp_path: Path) -> None:
     finally:
         cluster.stop_all()
     # Nobody can be blamed, so nobody is isolated: both still report no self-divergence.
-    assert all(status["diverged"] is None for status in statuses)
+    assert all(status.diverged is None for status in statuses)

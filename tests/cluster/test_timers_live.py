@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from phalanx.client import AsyncClient, Client
+from phalanx.core import Role
 from phalanx.demo import LocalCluster
 
 
@@ -28,11 +29,11 @@ def test_a_reminder_fires_through_the_log_without_client_traffic(tmp_path: Path)
             while time.monotonic() < deadline:
                 time.sleep(0.2)
                 statuses = [client.status(i) for i in range(3)]
-                applied = {s["applied_index"] for s in statuses}
-                if all(s["timers_fired"] == 1 for s in statuses) and len(applied) == 1:
+                applied = {s.applied_index for s in statuses}
+                if all(s.timers_fired == 1 for s in statuses) and len(applied) == 1:
                     break
-            assert all(s["timers_fired"] == 1 for s in statuses), statuses
-            assert len({s["state_digest"] for s in statuses}) == 1
+            assert all(s.timers_fired == 1 for s in statuses), statuses
+            assert len({s.state_digest for s in statuses}) == 1
             fired = client.call({"op": "fired"})["fired"]
         assert [timer_id for timer_id, _, _ in fired] == [5]
         _, index, time_ms = fired[0]
@@ -55,7 +56,7 @@ def test_a_pushed_message_reaches_its_client_once_across_a_leader_kill(tmp_path:
             # fires it, and the client, resubscribing, gets it from the new leader.
             assert (await client.call({"op": "remind", "id": 2, "after_ms": 700}))["ok"]
             statuses = [await client.status(i) for i in range(3)]
-            leader = next(i for i, s in enumerate(statuses) if s["role"] == "leader")
+            leader = next(i for i, s in enumerate(statuses) if s.role is Role.LEADER)
             cluster.kill(leader)
             received.append(await asyncio.wait_for(anext(iterator), 15))
             await asyncio.sleep(1.0)  # nothing more may arrive: no duplicates

@@ -48,6 +48,7 @@ from .test_inbound_limits import (
     Raw,
     wait_until,
 )
+from .test_wire import node_status
 
 #: Small limits, so that a test fills them with a few megabytes.
 LIMITS = ClientReplyLimits(
@@ -58,8 +59,9 @@ LIMITS = ClientReplyLimits(
 )
 BUDGET_BYTES = 3 * 1024 * 1024
 PAUSED_TIMEOUT_S = 0.5
-#: A node's status reply is about a kilobyte, for a 25-byte request.
-STATUS = {"padding": "x" * 1000}
+#: A node's status reply is about a kilobyte, for a 25-byte request (a snapshot error
+#: pads this one to that).
+STATUS = node_status(snapshot_error="x" * 350)
 #: Enough requests that their replies (about 20 MB) fill any socket buffers many times.
 REQUESTS = 20_000
 #: The kernel's socket buffers on both sides of a test's connections: small, so that

@@ -96,8 +96,8 @@ async def _caught_up(cluster: BenchCluster) -> None:
     while time.monotonic() < deadline:
         statuses = await cluster.statuses()
         if all(statuses):
-            applied = {s["applied_index"] for s in statuses if s is not None}
-            leaders = {s["leader"] for s in statuses if s is not None}
+            applied = {s.applied_index for s in statuses if s is not None}
+            leaders = {s.leader for s in statuses if s is not None}
             if len(applied) == 1 and len(leaders) == 1 and 0 not in leaders:
                 return
         await asyncio.sleep(0.05)

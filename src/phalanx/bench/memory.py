@@ -94,7 +94,7 @@ async def _sample(cluster: BenchCluster, args: argparse.Namespace) -> dict[str, 
         while len(samples) < SAMPLES_MAX:
             await asyncio.sleep(args.interval)
             statuses = await cluster.statuses(attempt_timeout=2.0)
-            commit = max(int(s["commit_index"]) for s in statuses if s is not None)
+            commit = max(s.commit_index for s in statuses if s is not None)
             elapsed = time.monotonic() - started
             rss = [round(rss_kib(pid) / 1024, 1) for pid in pids]
             samples.append({"seconds": round(elapsed, 2), "commit_index": commit, "rss_mib": rss})

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phalanx.bench.clusters import BenchCluster, Status, running_cluster
+from phalanx.bench.clusters import BenchCluster, running_cluster
 from phalanx.bench.loadgen import LoadSpec, spawn_loads
 from phalanx.bench.results import (
     describe_machine,
@@ -35,6 +35,7 @@ from phalanx.bench.results import (
     write_document,
 )
 from phalanx.client import AsyncClient
+from phalanx.transport.wire import NodeStatus
 
 #: Bound on one restart, not an expectation.
 RESTART_TIMEOUT_S = 600.0
@@ -106,7 +107,7 @@ def _fill(cluster: BenchCluster, entries: int, in_flight: int) -> dict[str, Any]
 
 async def _restarts(cluster: BenchCluster) -> dict[str, Any]:
     statuses = await _all_applied(cluster, None)
-    last_index = int(statuses[0]["last_index"])
+    last_index = statuses[0].last_index
     wal_mib = round(_directory_bytes(cluster.configs[0].data_dir) / 2**20, 1)
     progress(
         f"every node holds {last_index:,} entries ({wal_mib} MiB on disk, preallocated "
@@ -134,8 +135,8 @@ async def _restarts(cluster: BenchCluster) -> dict[str, Any]:
              f"{one_applied:.2f}s")  # fmt: skip
     return {
         "log_entries": last_index,
-        "snapshot_index": int(statuses[0].get("snapshot_index", 0)),
-        "log_offset": int(statuses[0].get("log_offset", 0)),
+        "snapshot_index": statuses[0].snapshot_index,
+        "log_offset": statuses[0].log_offset,
         "wal_mib": wal_mib,
         "cluster_restart_s": {"status": round(answered, 3), "serves": round(serves, 3),
                               "applied_all": round(applied, 3)},
@@ -154,14 +155,14 @@ async def _answering(cluster: BenchCluster, indices: Any, started: float) -> flo
     raise RuntimeError("restarted nodes did not answer in time")
 
 
-async def _all_applied(cluster: BenchCluster, at_least: int | None) -> list[Status]:
+async def _all_applied(cluster: BenchCluster, at_least: int | None) -> list[NodeStatus]:
     """Statuses once every node has applied one index (at least `at_least`)."""
     deadline = time.monotonic() + RESTART_TIMEOUT_S
     while time.monotonic() < deadline:
         statuses = await cluster.statuses()
         done = [s for s in statuses if s is not None]
         if len(done) == len(statuses):
-            applied = {int(s["applied_index"]) for s in done}
+            applied = {s.applied_index for s in done}
             if len(applied) == 1 and (at_least is None or min(applied) >= at_least):
                 return done
         await asyncio.sleep(POLL_INTERVAL_S)

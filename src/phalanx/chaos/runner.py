@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from phalanx.chaos.cluster import ChaosCluster, Status, leader_of
+from phalanx.chaos.cluster import ChaosCluster, leader_of
 from phalanx.chaos.nemesis import FaultKind, FaultRecord, Nemesis, plan_schedule
 from phalanx.chaos.recorder import Recorder
 from phalanx.chaos.workloads import Op, Workload, make_workload
@@ -52,6 +52,8 @@ from phalanx.client import (
     OutcomeUnknownError,
     RequestRejectedError,
 )
+from phalanx.core.raft import Role
+from phalanx.transport.wire import NodeStatus
 
 LEADER_TIMEOUT_S = 30.0
 STATUS_POLL_S = 1.0
@@ -102,7 +104,7 @@ class RunData:
     final_processes: set[int] = field(default_factory=set)
     final_reads_ok: bool = False
     recovered: bool = False
-    statuses: list[Status | None] = field(default_factory=list)
+    statuses: list[NodeStatus | None] = field(default_factory=list)
     leaders_seen: set[tuple[int, int]] = field(default_factory=set)
     duration_s: float = 0.0
     #: Nodes that exited although neither the nemesis nor the harness stopped them.
@@ -121,7 +123,7 @@ class _Run:
         self.started = loop.time()
         self.recorder = Recorder(self.clock, events_max=2 * options.ops_max + 64)
         self.stopping = False
-        self.statuses: list[Status | None] = [None] * options.nodes
+        self.statuses: list[NodeStatus | None] = [None] * options.nodes
         self.leaders_seen: set[tuple[int, int]] = set()
         self.exits: list[FaultRecord] = []
         plan = plan_schedule(options.seed, options.nemesis, options.time_s, options.nodes)
@@ -146,13 +148,13 @@ class _Run:
             self.console.log(f"[bold red]{what}[/]; see {self.cluster.log_path(index)}")
             self.cluster.start(index)
 
-    def note_statuses(self, statuses: list[Status | None]) -> None:
+    def note_statuses(self, statuses: list[NodeStatus | None]) -> None:
         self.statuses = statuses
         for status in statuses:
-            is_leader = status is not None and status.get("role") == "leader"
-            if is_leader and len(self.leaders_seen) < LEADERS_SEEN_MAX:
-                assert status is not None
-                self.leaders_seen.add((int(status["term"]), int(status["id"])))
+            if status is None or status.role is not Role.LEADER:
+                continue
+            if len(self.leaders_seen) < LEADERS_SEEN_MAX:
+                self.leaders_seen.add((status.term, status.id))
 
 
 async def execute(
@@ -363,13 +365,13 @@ def _panel(run: _Run) -> Table:
         if status is None:
             table.add_row(str(index + 1), state, "-", "-", "-")
             continue
-        role = str(status["role"])
+        role = status.role.value
         table.add_row(
             str(index + 1),
             state,
-            f"[bold green]{role}[/bold green]" if role == "leader" else role,
-            str(status["term"]),
-            str(status["applied_index"]),
+            f"[bold green]{role}[/bold green]" if status.role is Role.LEADER else role,
+            str(status.term),
+            str(status.applied_index),
         )
     table.add_section()
     table.add_row("fault", fault, "", "", "")
@@ -395,11 +397,11 @@ async def _final_reads(run: _Run) -> tuple[set[int], bool]:
     return processes, all_ok
 
 
-async def _converged(run: _Run, timeout_s: float) -> list[Status | None]:
+async def _converged(run: _Run, timeout_s: float) -> list[NodeStatus | None]:
     """Statuses once every node has applied the same index (or the last ones seen)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    statuses: list[Status | None] = []
+    statuses: list[NodeStatus | None] = []
     while loop.time() < deadline:
         statuses = await run.cluster.statuses()
         run.note_statuses(statuses)
@@ -415,14 +417,12 @@ async def _converged(run: _Run, timeout_s: float) -> list[Status | None]:
     return statuses
 
 
-def _same_point(statuses: Sequence[Status]) -> bool:
-    applied = {int(s["applied_index"]) for s in statuses}
-    return len(applied) == 1 and all(
-        int(s["commit_index"]) == int(s["applied_index"]) for s in statuses
-    )
+def _same_point(statuses: Sequence[NodeStatus]) -> bool:
+    applied = {s.applied_index for s in statuses}
+    return len(applied) == 1 and all(s.commit_index == s.applied_index for s in statuses)
 
 
-def _point(status: Status | None) -> tuple[object, ...] | None:
+def _point(status: NodeStatus | None) -> tuple[object, ...] | None:
     if status is None:
         return None
-    return (status["applied_index"], status["log_digest"], status["state_digest"])
+    return (status.applied_index, status.log_digest, status.state_digest)

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from phalanx.chaos.nemesis import FaultKind
 from phalanx.chaos.recorder import HistoryEvent, load_for_checker
 from phalanx.chaos.runner import RunData
@@ -203,11 +205,11 @@ def _replicas_agree(data: RunData) -> Check:
     if not statuses or missing:
         return Check(name, FAIL, f"nodes {missing} did not answer after healing")
     present = [status for status in statuses if status is not None]
-    applied = {int(s["applied_index"]) for s in present}
+    applied = {s.applied_index for s in present}
     if len(applied) != 1:
         return Check(name, FAIL, f"nodes stopped at different applied indices {sorted(applied)}")
-    logs = {str(s["log_digest"]) for s in present}
-    states = {str(s["state_digest"]) for s in present}
+    logs = {s.log_digest for s in present}
+    states = {s.state_digest for s in present}
     detail = (
         f"applied index {applied.pop()}, log digest {sorted(logs)[0][:12]}, "
         f"state digest {sorted(states)[0][:12]}"
@@ -242,7 +244,7 @@ def summarize(
         "schedule": data.schedule,
         "leaders_seen": sorted([term, node] for term, node in data.leaders_seen),
         "leader_changes": max(0, len(data.leaders_seen) - 1),
-        "final_statuses": data.statuses,
+        "final_statuses": [None if s is None else msgspec.to_builtins(s) for s in data.statuses],
         "checks": [asdict(check) for check in checks],
         **found,
         "verdict": {0: "pass", 1: "fail", 2: "unknown"}.get(code, "error"),

@@ -7,12 +7,11 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from phalanx.client.client import AsyncClient
 from phalanx.client.errors import ClientError
+from phalanx.core.raft import Role
+from phalanx.transport.wire import NodeStatus
 
 #: How a node describes a replica check that found every replica alike (the text of
 #: `Verdict.describe()` for `VerdictKind.AGREE` ends with it).
@@ -21,10 +20,10 @@ _AGREE_SUFFIX = ": agree"
 
 async def gather_statuses(
     addresses: Sequence[str], *, cluster_id: str = "phalanx", attempt_timeout: float = 1.0
-) -> list[dict[str, Any] | None]:
+) -> list[NodeStatus | None]:
     """Each member's status, in order; None for a member that did not answer."""
 
-    async def one(address: str) -> dict[str, Any] | None:
+    async def one(address: str) -> NodeStatus | None:
         client = AsyncClient([address], cluster_id=cluster_id, attempt_timeout=attempt_timeout)
         try:
             return await client.status()
@@ -36,24 +35,6 @@ async def gather_statuses(
     return list(await asyncio.gather(*(one(address) for address in addresses)))
 
 
-class MemberStatus(msgspec.Struct, frozen=True):
-    """The part of a node's status reply that `judge_statuses` reads."""
-
-    id: int
-    role: str
-    term: int
-    leader: int
-    last_index: int
-    commit_index: int
-    applied_index: int
-    log_digest: str = ""
-    state_digest: str = ""
-    #: Set while this node found its own service diverged from the majority.
-    diverged: str | None = None
-    #: The latest replica check this node decided (`Verdict.describe()`), if any.
-    replica_check: str | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class ClusterHealth:
     """What the statuses say: the leader's node id (None if no answering member leads)
@@ -63,12 +44,7 @@ class ClusterHealth:
     problems: tuple[str, ...]
 
 
-def member_statuses(replies: Sequence[dict[str, Any] | None]) -> list[MemberStatus | None]:
-    """`gather_statuses`' replies, typed (extra fields ignored)."""
-    return [None if reply is None else msgspec.convert(reply, MemberStatus) for reply in replies]
-
-
-def judge_statuses(members: Sequence[MemberStatus | None]) -> ClusterHealth:
+def judge_statuses(members: Sequence[NodeStatus | None]) -> ClusterHealth:
     """Judges one round of statuses (None: the member did not answer)."""
     statuses = [status for status in members if status is not None]
     if not statuses:
@@ -77,8 +53,8 @@ def judge_statuses(members: Sequence[MemberStatus | None]) -> ClusterHealth:
     return ClusterHealth(leader, (*leader_problems, *_divergence(statuses)))
 
 
-def _leader(statuses: Sequence[MemberStatus], asked: int) -> tuple[int | None, list[str]]:
-    leaders = [s for s in statuses if s.role == "leader"]
+def _leader(statuses: Sequence[NodeStatus], asked: int) -> tuple[int | None, list[str]]:
+    leaders = [s for s in statuses if s.role is Role.LEADER]
     if not leaders:
         answered = {s.id for s in statuses}
         named = sorted({s.leader for s in statuses if s.leader > 0} - answered)
@@ -91,7 +67,7 @@ def _leader(statuses: Sequence[MemberStatus], asked: int) -> tuple[int | None, l
     return current[0], []
 
 
-def _divergence(statuses: Sequence[MemberStatus]) -> list[str]:
+def _divergence(statuses: Sequence[NodeStatus]) -> list[str]:
     problems = [
         f"node {s.id} found its own service diverged from the majority {s.diverged}; "
         "it serves no clients until repaired (phalanx repair)"
@@ -107,16 +83,17 @@ def _divergence(statuses: Sequence[MemberStatus]) -> list[str]:
         f"replica check {check} (reported by node(s) {_nodes(ids)})"
         for check, ids in sorted(reporters.items())
     ]
-    by_index: dict[int, list[MemberStatus]] = defaultdict(list)
+    by_index: dict[int, list[NodeStatus]] = defaultdict(list)
     for status in statuses:
         by_index[status.applied_index].append(status)
     for index, alike in sorted(by_index.items()):
-        for kind in ("state_digest", "log_digest"):
-            digests = {getattr(s, kind) for s in alike}
+        state_digests = {s.state_digest for s in alike}
+        log_digests = {s.log_digest for s in alike}
+        for kind, digests in (("state", state_digests), ("log", log_digests)):
             if len(digests) > 1:
                 problems.append(
                     f"nodes {_nodes([s.id for s in alike])} applied up to index {index} "
-                    f"but their {kind.replace('_', ' ')}s differ"
+                    f"but their {kind} digests differ"
                 )
     return problems
 

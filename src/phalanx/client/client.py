@@ -75,6 +75,7 @@ from phalanx.transport.wire import (
     CommandRequest,
     Hello,
     KeepAliveRequest,
+    NodeStatus,
     OpenSessionRequest,
     PushedMessage,
     Refused,
@@ -465,7 +466,7 @@ class AsyncClient:
         assert isinstance(reply, SnapshotReply)
         return reply.index, reply.term, reply.message
 
-    async def status(self, address_index: int | None = None) -> dict[str, object]:
+    async def status(self, address_index: int | None = None) -> NodeStatus:
         """The status of one member (by position in `members`), or of the current node."""
         if address_index is not None:
             if self._connection is not None:
@@ -789,7 +790,7 @@ class Client:
         in the client's own thread)."""
         self._loop.call_soon_threadsafe(self._async.subscribe)
 
-    def status(self, address_index: int | None = None) -> dict[str, object]:
+    def status(self, address_index: int | None = None) -> NodeStatus:
         return asyncio.run_coroutine_threadsafe(
             self._async.status(address_index), self._loop
         ).result()

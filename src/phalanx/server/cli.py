@@ -41,10 +41,8 @@ import msgspec
 from phalanx.client import AsyncClient, Client, ClientError
 from phalanx.client.admin import (
     ClusterHealth,
-    MemberStatus,
     gather_statuses,
     judge_statuses,
-    member_statuses,
 )
 from phalanx.core.errors import ConfigError, PhalanxError
 from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
@@ -52,6 +50,7 @@ from phalanx.server.determinism import ensure_fixed_hash_seed, with_fixed_hash_s
 from phalanx.service.container import ServiceFault
 from phalanx.storage.errors import StorageError
 from phalanx.transport.addresses import client_addresses, format_address, resolve
+from phalanx.transport.wire import NodeStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -501,11 +500,10 @@ def run_status(args: argparse.Namespace) -> int:
     addresses = _member_addresses(args.members, "status")
     if addresses is None:
         return EXIT_USAGE
-    replies = asyncio.run(gather_statuses(addresses, cluster_id=args.cluster_id))
-    members = member_statuses(replies)
+    members = asyncio.run(gather_statuses(addresses, cluster_id=args.cluster_id))
     health = judge_statuses(members)
     if args.json:
-        print(to_json(status_report(addresses, replies, health)))
+        print(to_json(status_report(addresses, members, health)))
     else:
         print_status(addresses, members, health, Console())
     for problem in health.problems:
@@ -514,7 +512,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def status_report(
-    addresses: Sequence[str], replies: Sequence[dict[str, Any] | None], health: ClusterHealth
+    addresses: Sequence[str], members: Sequence[NodeStatus | None], health: ClusterHealth
 ) -> dict[str, Any]:
     """What `phalanx status --json` prints."""
     return {
@@ -522,14 +520,18 @@ def status_report(
         "leader": health.leader,
         "problems": list(health.problems),
         "members": [
-            {"address": address, "reachable": reply is not None, "status": reply}
-            for address, reply in zip(addresses, replies, strict=True)
+            {
+                "address": address,
+                "reachable": status is not None,
+                "status": None if status is None else msgspec.to_builtins(status),
+            }
+            for address, status in zip(addresses, members, strict=True)
         ],
     }
 
 
 def status_tables(
-    addresses: Sequence[str], members: Sequence[MemberStatus | None]
+    addresses: Sequence[str], members: Sequence[NodeStatus | None]
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the tables `phalanx status` prints: one row per member
     with its role and indices, then one per answering member with its digests."""
@@ -555,11 +557,11 @@ def status_tables(
     ]
 
 
-def _member_row(s: MemberStatus) -> tuple[object, ...]:
-    return (s.id, s.role, s.term, s.last_index, s.commit_index, s.applied_index, s.leader)
+def _member_row(s: NodeStatus) -> tuple[object, ...]:
+    return (s.id, s.role.value, s.term, s.last_index, s.commit_index, s.applied_index, s.leader)
 
 
-def _replica_check(status: MemberStatus) -> str:
+def _replica_check(status: NodeStatus) -> str:
     if status.diverged:
         return f"THIS NODE DIVERGED {status.diverged}"
     return status.replica_check or "none yet"
@@ -567,7 +569,7 @@ def _replica_check(status: MemberStatus) -> str:
 
 def print_status(
     addresses: Sequence[str],
-    members: Sequence[MemberStatus | None],
+    members: Sequence[NodeStatus | None],
     health: ClusterHealth,
     console: Console,
 ) -> None:

@@ -35,7 +35,8 @@ from phalanx.core.messages import (
     VoteRequest,
     VoteResponse,
 )
-from phalanx.core.types import SnapshotMeta
+from phalanx.core.raft import Role
+from phalanx.core.types import Index, NodeId, SnapshotMeta, Term
 
 PROTOCOL_VERSION = 1
 FRAME_HEADER = struct.Struct(">IB")
@@ -188,9 +189,81 @@ class ClientReply(msgspec.Struct, frozen=True, tag=True, array_like=True):
     session_id: int = 0
 
 
+class NodeStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One node's answer to `StatusRequest`, as `phalanx status` and the clients see it.
+
+    Encoded as a map keyed by field name, not `array_like` like the messages around it:
+    the bytes are those of the dict of the same keys that nodes sent before this type
+    existed (so `PROTOCOL_VERSION` stays 1), a reader ignores keys it does not know,
+    and `msgspec.to_builtins` gives `phalanx status --json` the same keys as before.
+    """
+
+    #: Who this node is and whom it follows.
+    id: NodeId
+    role: Role
+    term: Term
+    #: The leader's node id; 0 when this node knows of none.
+    leader: NodeId
+    #: The leader's client address ("host:port"); "" when unknown.
+    leader_address: str
+
+    #: How far the log reaches, is committed, and is applied to the service.
+    last_index: Index
+    commit_index: Index
+    applied_index: Index
+
+    #: Chained digests (hex) of the entries, the service state and the outcomes applied
+    #: so far: equal on every replica at equal `applied_index`.
+    log_digest: str
+    state_digest: str
+    outcome_digest: str
+
+    #: Faults caught and survived: why `state()` could not be digested, errors raised by
+    #: the service and its callbacks, why the last snapshot failed (None: no fault).
+    state_digest_error: str | None
+    service_errors: int
+    callback_errors: int
+    snapshot_error: str | None
+
+    #: The service's work: commands applied, retries answered from the reply cache
+    #: instead of applied twice, open client sessions.
+    commands_applied: int
+    duplicates_suppressed: int
+    sessions: int
+
+    #: The node's own load: write-ahead log syncs, client requests waiting, requests
+    #: refused as busy, event-loop stalls, and client retries joined to the proposal in
+    #: flight or answered from the reply cache before reaching the log.
+    syncs: int
+    pending_requests: int
+    refused_busy: int
+    loop_stalls: int
+    retries_joined: int
+    retries_answered_from_cache: int
+
+    #: Snapshots: the index the latest covers, the index the log now starts after,
+    #: how many were taken, sent and received, and the longest fork taking one.
+    snapshot_index: Index
+    log_offset: Index
+    snapshots_taken: int
+    snapshots_sent: int
+    snapshots_received: int
+    snapshot_fork_ms_max: float
+
+    #: Replica checks (`Verdict.describe()`): set while this node found its own service
+    #: diverged from the majority; the latest check it decided; repairs it installed.
+    diverged: str | None
+    replica_check: str | None
+    repairs: int
+
+    #: Service timers pending, and fired so far.
+    timers: int
+    timers_fired: int
+
+
 class StatusReply(msgspec.Struct, frozen=True, tag=True, array_like=True):
     request_id: int
-    status: dict[str, object]
+    status: NodeStatus
 
 
 WireMessage = (
