@@ -8,6 +8,15 @@
 
 Bugs are not in this tree: they fail assertions, and an assertion failure stops the
 node rather than letting it corrupt state.
+
+    AssertionError
+    └── InvariantError            a state the code holds impossible (a bug); raised by
+                                  `invariant()` and by explicit checks, which stay on
+                                  under `python -O`, unlike `assert`
+
+`InvariantError` is an `AssertionError` so that every handler that treats a failed
+assertion as a bug (stop the node, exit 6) treats it the same, and no handler of
+`PhalanxError` (an expected failure, reported and survived) ever catches one.
 """
 
 from __future__ import annotations
@@ -43,3 +52,19 @@ class ProposalDroppedError(PhalanxError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"proposal dropped: {reason}")
         self.reason = reason
+
+
+class InvariantError(AssertionError):
+    """A state the code holds impossible was found: a bug, not bad input. Unlike an
+    `assert`, the check that raises it runs under `python -O` too (TigerBeetle's rule:
+    assertions stay on in production), so a replica stops rather than go on from
+    state it knows is wrong."""
+
+
+def invariant(condition: bool, message: str, *args: object) -> None:
+    """Raises `InvariantError(message % args)` unless `condition`. The message is only
+    formatted on failure, so a check on a hot path costs one call. Where mypy must
+    narrow a type (`x is not None`), or in a per-entry loop, write the check inline:
+    `if not condition: raise InvariantError(...)`."""
+    if not condition:
+        raise InvariantError(message % args if args else message)

@@ -50,7 +50,7 @@ from typing import Any
 
 import msgspec
 
-from phalanx.core.errors import PhalanxError
+from phalanx.core.errors import InvariantError, PhalanxError
 from phalanx.core.types import Entry, EntryKind, Index
 from phalanx.limits import (
     ERROR_MESSAGE_CHARS_MAX,
@@ -236,9 +236,11 @@ class ServiceContainer:
     def apply(self, entry: Entry) -> ApplyResult | None:
         """Applies one committed entry; None for entries that carry no command.
         Callers that apply many (nodes, rebuilds) use `apply_batch`."""
-        assert entry.index == self.applied_index + 1, (
-            f"entry {entry.index} applied after {self.applied_index}"
-        )
+        if entry.index != self.applied_index + 1:
+            raise InvariantError(
+                f"entry {entry.index} applied after {self.applied_index}: committed entries "
+                "are applied once each, in log order"
+            )
         self.applied_index = entry.index
         data = entry.data
         self.applied_bytes += len(data)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgspec
 from crc32c import crc32c
 
+from phalanx.core.errors import invariant
 from phalanx.core.types import Entry, HardState, Index, Term
 from phalanx.limits import (
     RECORD_PAYLOAD_BYTES_MAX,
@@ -60,7 +61,7 @@ PAYLOAD_FIRST_BYTE = _encoder.encode(Entry(Term(0), Index(0)))[:1]
 
 
 def encode_segment_header(first_index: int) -> bytes:
-    assert first_index >= 1
+    invariant(first_index >= 1, "segment starting at index %d", first_index)
     head = struct.pack("<4sHHQ", SEGMENT_MAGIC, FORMAT_VERSION, 0, first_index)
     return head + struct.pack("<I", crc32c(head))
 
@@ -208,7 +209,7 @@ def find_valid_record_after(data: bytes, start: int, index_min: int, path: str) 
 
 
 def encode_small_file(magic: bytes, payload: bytes) -> bytes:
-    assert len(payload) <= SMALL_FILE_BYTES_MAX
+    invariant(len(payload) <= SMALL_FILE_BYTES_MAX, "small file of %d bytes", len(payload))
     header = _SMALL_FILE_HEADER.pack(magic, FORMAT_VERSION, 0, len(payload), crc32c(payload))
     return header + payload
 

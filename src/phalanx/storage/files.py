@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
+from phalanx.core.errors import invariant
 from phalanx.storage.errors import StorageError
 
 #: What `posix_fallocate` fails with when the file system cannot preallocate (rather
@@ -31,7 +32,7 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
-        assert written > 0
+        invariant(written > 0, "pwrite wrote nothing at offset %d", offset)
         view = view[written:]
         offset += written
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from phalanx.core.errors import InvariantError, invariant
 from phalanx.core.types import Entry, HardState, entry_size_bytes
 from phalanx.storage.base import (
     HARD_STATE_COMMIT_INTERVAL_S_DEFAULT,
@@ -30,11 +31,19 @@ def replace_suffix(log: list[Entry], entries: Sequence[Entry]) -> None:
         return
     first = entries[0].index
     for offset, entry in enumerate(entries):
-        assert entry.index == first + offset, "entries of one write must be consecutive"
+        if entry.index != first + offset:
+            raise InvariantError(
+                f"entries of one write must be consecutive: entry {entry.index} at "
+                f"position {offset} of a write from {first}"
+            )
     if log:
         base = log[0].index
-        assert base <= first <= log[-1].index + 1, (
-            f"write at index {first} leaves a gap after the stored log {base}..{log[-1].index}"
+        invariant(
+            base <= first <= log[-1].index + 1,
+            "write at index %d leaves a gap after the stored log %d..%d",
+            first,
+            base,
+            log[-1].index,
         )
         del log[first - base :]
     log.extend(entries)
@@ -65,7 +74,7 @@ class MemoryStorage:
 
     def load(self, snapshot_index: int = 0, *, snapshot_term: int | None = None) -> Restored:
         """As `WalStorage.load`: entries after the snapshot; a gap is corruption."""
-        assert snapshot_index >= 0
+        invariant(snapshot_index >= 0, "load after snapshot index %d", snapshot_index)
         first = self._first
         report = []
         if first > snapshot_index + 1:
@@ -98,7 +107,7 @@ class MemoryStorage:
 
     def reset(self, first_index: int) -> None:
         """Drops the whole log; the next entry is `first_index`. Durable with `sync()`."""
-        assert first_index >= 1
+        invariant(first_index >= 1, "reset to first index %d", first_index)
         self._entries = []
         self._first = first_index
         self._dirty_from = None

@@ -66,6 +66,7 @@ from pathlib import Path
 
 from crc32c import crc32c
 
+from phalanx.core.errors import invariant
 from phalanx.core.types import Index, SnapshotMeta, Term
 from phalanx.limits import (
     SNAPSHOT_CHECKPOINT_BYTES,
@@ -99,7 +100,9 @@ def snapshot_file_name(meta: SnapshotMeta, suffix: str = _SUFFIX) -> str:
 
 
 def _encode_header(meta: SnapshotMeta, content_bytes: int) -> bytes:
-    assert 0 <= content_bytes <= SNAPSHOT_CONTENT_BYTES_MAX
+    invariant(
+        0 <= content_bytes <= SNAPSHOT_CONTENT_BYTES_MAX, "snapshot of %d bytes", content_bytes
+    )
     return _HEADER.pack(SNAPSHOT_MAGIC, FORMAT_VERSION, 0, meta.index, meta.term, content_bytes)
 
 
@@ -448,7 +451,7 @@ class SnapshotStore:
                 _unlink_quietly(os.path.join(self.directory, name))
 
     def _create(self, meta: SnapshotMeta, suffix: str, *, checkpoints: bool) -> SnapshotWriter:
-        assert meta.index >= 1, "a snapshot covers at least entry 1"
+        invariant(meta.index >= 1, "a snapshot covers at least entry 1, not %d", meta.index)
         partial = os.path.join(self.directory, snapshot_file_name(meta, suffix))
         with self._failing("create snapshot", partial):
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)

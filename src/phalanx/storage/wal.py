@@ -186,7 +186,7 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from phalanx.core.errors import ConfigError
+from phalanx.core.errors import ConfigError, InvariantError, invariant
 from phalanx.core.types import Entry, HardState
 from phalanx.limits import (
     RECORD_PAYLOAD_BYTES_MAX,
@@ -352,10 +352,10 @@ class WalStorage:
         Entries up to `snapshot_index` are dropped from the result. `snapshot_term`
         (optional, recommended) lets recovery notice a log from a history that
         diverged at or before the snapshot; see "Compaction and reset" above."""
-        assert snapshot_index >= 0
+        invariant(snapshot_index >= 0, "load after snapshot index %d", snapshot_index)
         with self._exclusive():
-            assert not self._loaded, "load() is called once, right after opening"
-            assert not self._closed
+            invariant(not self._loaded, "load() is called once, right after opening")
+            invariant(not self._closed, "load() after close()")
             repairs: list[_Repair] = []
             try:
                 with self._failing_fatally("load"):
@@ -390,7 +390,11 @@ class WalStorage:
             self._check_usable()
             first = entries[0].index if entries else 0
             for offset, entry in enumerate(entries):
-                assert entry.index == first + offset, "entries of one write must be consecutive"
+                if entry.index != first + offset:
+                    raise InvariantError(
+                        f"entries of one write must be consecutive: entry {entry.index} at "
+                        f"position {offset} of a write from {first}"
+                    )
             # Encoding first: an oversized entry is refused before anything is written.
             records = [encode_record(entry) for entry in entries]
             if hard_state is not None:
@@ -434,7 +438,7 @@ class WalStorage:
     def reset(self, first_index: int) -> None:
         """Drops the whole log (a snapshot at `first_index - 1` replaced it) and starts
         an empty one at `first_index`. Durable with the next `sync()`."""
-        assert first_index >= 1
+        invariant(first_index >= 1, "reset to first index %d", first_index)
         with self._exclusive():
             self._check_usable()
             with self._failing_fatally("reset"):
@@ -472,7 +476,7 @@ class WalStorage:
             raise StorageError(
                 f"storage in {self.directory} failed earlier ({self._failed}); restart the node"
             )
-        assert self._loaded, "call load() before write() or sync()"
+        invariant(self._loaded, "call load() before write() or sync()")
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -741,8 +745,12 @@ class WalStorage:
             # The log is empty (only a segment without records): start over at `first`.
             self._truncate_from(log_first)
             return
-        assert log_first <= first < next_index, (
-            f"write at index {first} does not continue the stored log {log_first}..{next_index - 1}"
+        invariant(
+            log_first <= first < next_index,
+            "write at index %d does not continue the stored log %d..%d",
+            first,
+            log_first,
+            next_index - 1,
         )
         self._truncate_from(first)
 
@@ -763,21 +771,24 @@ class WalStorage:
             segment.offsets.append(segment.size + chunk_bytes)
             chunk.append(record)
             chunk_bytes += len(record)
-        assert segment is not None
+        if segment is None:
+            raise InvariantError("a write of at least one record chose no segment")
         self._flush(segment, chunk)
 
     def _flush(self, segment: _Segment, chunk: list[bytes]) -> None:
         if not chunk:
             return
         data = b"".join(chunk)
-        assert segment.fd is not None
+        if segment.fd is None:
+            raise InvariantError(f"{segment.path}: written after it was closed")
         write_all(segment.fd, data, segment.size)
         segment.size += len(data)
         self._dirty[segment.path] = segment
 
     def _seal(self, segment: _Segment) -> None:
         # The next segment must never reach the disk before this one is complete there.
-        assert segment.fd is not None
+        if segment.fd is None:
+            raise InvariantError(f"{segment.path}: sealed after it was closed")
         os.fdatasync(segment.fd)
         if self._directory_dirty:
             fsync_directory(self._directory_fd)
@@ -900,7 +911,8 @@ class WalStorage:
     def _reset_on_load(self, first_index: int, why: str) -> str:
         self._reset(first_index)
         segment = self._segments[-1]
-        assert segment.fd is not None
+        if segment.fd is None:
+            raise InvariantError(f"{segment.path}: the new log's segment is closed")
         os.fdatasync(segment.fd)
         fsync_directory(self._directory_fd)
         self._dirty.clear()
@@ -911,7 +923,8 @@ class WalStorage:
 
     def _sync(self, *, force_hard_state: bool) -> None:
         for segment in self._dirty.values():
-            assert segment.fd is not None
+            if segment.fd is None:
+                raise InvariantError(f"{segment.path}: synced after it was closed")
             os.fdatasync(segment.fd)
         self._dirty.clear()
         if self._directory_dirty:
