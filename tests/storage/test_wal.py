@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.helpers import entries, hard, open_wal, segment_files
 
-from phalanx.core.errors import ConfigError
+from phalanx.core.errors import ConfigError, InvariantError
 from phalanx.core.types import HardState
 from phalanx.storage import MemoryStorage, StorageError, codec
 from phalanx.storage.wal import SEGMENT_BYTES_MAX_DEFAULT, segment_file_name
@@ -187,7 +187,8 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
 
 
 def test_sync_on_a_worker_thread_while_the_owner_waits(tmp_path: Path) -> None:
-    # The server's pattern: write batch n, sync it in a worker, write n+1 after it returns.
+    # Not what the node does (it syncs on its event-loop thread), but the contract allows
+    # it: write batch n, sync it in a worker, write n+1 only after that sync returned.
     with open_wal(tmp_path) as wal, concurrent.futures.ThreadPoolExecutor(1) as pool:
         wal.load()
         for batch in range(20):
@@ -202,7 +203,7 @@ def test_overlapping_calls_fail_loudly(tmp_path: Path) -> None:
         wal.load()
         wal._busy.acquire()  # stands in for a sync() still running on another thread
         try:
-            with pytest.raises(AssertionError, match="two threads"):
+            with pytest.raises(InvariantError, match="two threads"):
                 wal.write(entries(1, 1), None)
         finally:
             wal._busy.release()

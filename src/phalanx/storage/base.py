@@ -35,9 +35,9 @@ class LogStorage(Protocol):
 
     `load()` first, once. Then any sequence of `write`, `sync`, `compact` and `reset`;
     `close()` last.
-    Threads: `sync()` may run on a worker thread, but only while no other method of
-    the same object runs (the server waits for one sync before the next write), so an
-    implementation needs no lock; see wal.py for the full contract.
+    Threads: calls on one object never overlap, so an implementation needs no lock.
+    The node makes every call, `sync()` included, on its event-loop thread (group
+    commit needs no worker thread: see server/node.py); see wal.py for the contract.
     """
 
     def load(self, snapshot_index: int = 0, *, snapshot_term: int | None = None) -> Restored:

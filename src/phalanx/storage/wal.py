@@ -149,13 +149,15 @@ node restored, and the segments before it may be gone.
   term (the entries after it come from a history the leader's snapshot replaced;
   keeping them would break the Log Matching property, Raft §5.3).
 
-Threading contract. One owner thread calls `load`, `write`, `compact`, `reset` and
-`close`. `sync()` may run on another thread (the server runs it in a worker while the
-next batch accumulates in the Raft core), on the condition that no other method of this
-object runs while it does: the server calls `write` for batch n+1 only after the
-`sync` for batch n has returned, so the hand-off (a `Future`) orders all accesses. No
-lock is needed for that; a non-blocking guard turns any overlapping call into an
-`AssertionError` rather than silent corruption.
+Threading contract. Calls on one `WalStorage` never overlap. The node makes all of
+them, `sync()` included, on its event-loop thread: while `fdatasync` runs, what peers
+and clients send waits in the kernel's socket buffers and becomes the next batch, so
+one sync covers a whole batch without a worker thread (handing each sync to a worker
+and back was measured slower; see server/node.py). Nothing here is tied to one thread,
+though: a caller may run `sync()` on another thread if it calls nothing else on the
+object until that returns. No lock orders the calls; a non-blocking guard turns an
+overlapping call into an `InvariantError` (an `AssertionError`) rather than silent
+corruption.
 
 Limits. A record's payload is at most `RECORD_PAYLOAD_BYTES_MAX` (a larger length field
 is damage, never an allocation); a segment file above `SEGMENT_FILE_BYTES_LIMIT` is
@@ -449,9 +451,9 @@ class WalStorage:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         if not self._busy.acquire(blocking=False):
-            raise AssertionError(
-                "WalStorage used by two threads at once (only sync() may run on another "
-                "thread, and only while nothing else runs)"
+            raise InvariantError(
+                "WalStorage used by two threads at once (calls on it must not overlap; "
+                "the node makes them all on its event-loop thread)"
             )
         try:
             yield
