@@ -12,7 +12,7 @@ them all (a test checks it). The modules that use a limit import it from here an
 it importable under the old name, so that a test may still patch `tcp.X` for the one
 module it exercises.
 
-Not here: the limits of the tools (`chaos`, `bench`, `check`, `demo`), which bound
+Not here: the limits of the tools (`sim`, `chaos`, `bench`, `check`, `demo`), which bound
 their own bookkeeping, and of the example services, which are the services' own rules.
 The core (`phalanx.core`) imports nothing outside itself, so its bounds are all
 `RaftConfig` settings, set from the `[raft]` table.

@@ -18,12 +18,13 @@ from phalanx.transport import tcp
 SOURCE = Path(phalanx.__file__).parent
 LIMITS_SOURCE = SOURCE / "limits.py"
 LIMITS_DOC = Path(__file__).parents[2] / "docs" / "limits.md"
-#: The packages a node and its clients are made of; the tools (chaos, bench, check,
-#: demo) and the example services keep their own bounds.
-NODE_PACKAGES = ("core", "server", "service", "storage", "transport", "client", "sim")
+#: The packages a node and its clients are made of. The tools (sim, chaos, bench,
+#: check, demo) and the example services keep their own bounds: a simulator's or a
+#: checker's threshold is not a limit a node enforces.
+NODE_PACKAGES = ("core", "server", "service", "storage", "transport", "client")
 #: Maxima still defined where they are used, in modules others were rewriting when
 #: limits.py was made (server/node.py and what it is split into, server/cli.py,
-#: server/snapshots.py, transport/wire.py, client/, sim/); each should move to
+#: server/snapshots.py, transport/wire.py, client/); each should move to
 #: limits.py and leave this list.
 NOT_YET_MOVED = {
     "MAX_LOCAL_NODES",
@@ -37,9 +38,6 @@ NOT_YET_MOVED = {
     "MAX_COMMAND_BYTES_DEFAULT",
     "MAX_IN_FLIGHT_DEFAULT",
     "MAX_QUEUED_PUSHED",
-    "MAX_SIM_NODES",
-    "MAX_MESSAGES_IN_FLIGHT",
-    "HEAL_TICKS_MAX",
 }
 
 
