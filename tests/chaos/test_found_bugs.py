@@ -19,8 +19,8 @@ import pytest
 import phalanx.server.node
 from phalanx.cli import main
 from phalanx.client import AsyncClient, ClientError
-from phalanx.server.cli import node_command
 from phalanx.server.config import NodeConfig, build_config
+from phalanx.server.local import node_command
 from phalanx.transport.wire import Welcome, encode_frame
 
 

@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-`LiveCluster` starts each node with the exact argv `phalanx node` is given by
-`node_command(config)` (the same one `phalanx cluster` and the demo use), with its
-output in `node-N.log` beside its data directory. Tests look at the cluster only as an
-operator could: the status every node answers (role, term, indices, digests), the
-client API, the files on disk and the node's log.
+`LiveCluster` is the `phalanx.server.local.LocalCluster` that `phalanx cluster`, the
+demo, chaos and the benchmarks use (each node started with the argv `node_command`
+gives, its output in `node-N.log` beside its data directory), with synchronous waits
+that fail as tests should. Tests look at the cluster only as an operator could: the
+status every node answers (role, term, indices, digests), the client API, the files on
+disk and the node's log.
 
 Every wait polls with a bounded timeout and, when the bound is reached, fails with the
 statuses it last saw and the tail of every node's log. The bounds are generous because
@@ -21,19 +22,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from phalanx.client import AsyncClient, Client, ClientError
-from phalanx.server.cli import node_command
-from phalanx.server.config import NodeConfig, build_config
+from phalanx.server.local import KV_SERVICE, LocalCluster, NodeStopTimeoutError
 from phalanx.transport.addresses import free_ports
 from phalanx.transport.wire import FRAME_HEADER, WireMessage, decode_message, encode_frame
 
-KV_SERVICE = "phalanx.examples.kv:KeyValue"
 DEFAULT_CLUSTER_ID = "phalanx"
 HOST = "127.0.0.1"
 
@@ -77,7 +77,9 @@ async def gather_statuses(addresses: Sequence[str], cluster_id: str) -> list[Sta
             [address], cluster_id=cluster_id, attempt_timeout=STATUS_ATTEMPT_TIMEOUT_S
         )
         try:
-            return await client.status()
+            # As the keys of `phalanx status --json`: what the tests read.
+            found: Status = msgspec.to_builtins(await client.status())
+            return found
         except (ClientError, OSError, TimeoutError):
             return None
         finally:
@@ -86,7 +88,7 @@ async def gather_statuses(addresses: Sequence[str], cluster_id: str) -> list[Sta
     return list(await asyncio.gather(*(one(address) for address in addresses)))
 
 
-class LiveCluster:
+class LiveCluster(LocalCluster):
     """`size` node processes of one cluster; node id `i + 1` is at position `i`."""
 
     def __init__(
@@ -96,99 +98,32 @@ class LiveCluster:
         service: str = KV_SERVICE,
         cluster_id: str = DEFAULT_CLUSTER_ID,
     ) -> None:
-        self.root = root
-        self.cluster_id = cluster_id
-        self.addresses = [f"{HOST}:{port}" for port in free_ports(size)]
-        self.members = ",".join(f"{i + 1}={a}" for i, a in enumerate(self.addresses))
-        self.configs: list[NodeConfig] = [
-            build_config(
-                {
-                    "id": i + 1,
-                    "members": self.members,
-                    "data": str(root / f"node-{i + 1}"),
-                    "service": service,
-                    "cluster_id": cluster_id,
-                }
-            )
-            for i in range(size)
-        ]
-        self.processes: list[subprocess.Popen[bytes] | None] = [None] * size
+        super().__init__(root, size, services=service, settings={"cluster_id": cluster_id})
         #: term -> ids of the nodes that reported being leader in that term.
         self.leaders_seen: dict[int, set[int]] = {}
         self.last_statuses: list[Status | None] = [None] * size
-
-    @property
-    def size(self) -> int:
-        return len(self.addresses)
-
-    def log_path(self, index: int) -> Path:
-        return self.root / f"node-{index + 1}.log"
-
-    def data_dir(self, index: int) -> Path:
-        return self.configs[index].data_dir
 
     def port(self, index: int) -> int:
         return self.configs[index].address[1]
 
     # -- processes ---------------------------------------------------------------------------
 
-    def start(self, index: int, argv: Sequence[str] | None = None) -> None:
-        """Starts node `index` as `node_command` has it, or with the given argv."""
-        assert self.processes[index] is None, f"node {index + 1} is already running"
-        with self.log_path(index).open("ab") as log_file:
-            self.processes[index] = subprocess.Popen(
-                node_command(self.configs[index]) if argv is None else list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    def start_all(self) -> None:
-        for index in range(self.size):
-            self.start(index)
-
-    def running(self, index: int) -> bool:
-        process = self.processes[index]
-        return process is not None and process.poll() is None
-
     def running_indices(self) -> list[int]:
-        return [index for index in range(self.size) if self.processes[index] is not None]
-
-    def kill(self, index: int) -> None:
-        """SIGKILL: the process gets no chance to sync or close anything."""
-        process = self.processes[index]
-        assert process is not None, f"node {index + 1} is not running"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        self.processes[index] = None
+        return self.started_indices()
 
     def terminate(self, index: int, signum: int = signal.SIGTERM) -> int:
         """Asks for a graceful stop and returns the exit code (fails if it hangs)."""
-        process = self.processes[index]
-        assert process is not None, f"node {index + 1} is not running"
-        process.send_signal(signum)
+        assert self.processes[index] is not None, f"node {index + 1} is not running"
         try:
-            code = process.wait(timeout=EXIT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(
-                f"node {index + 1} ignored signal {signum} for {EXIT_TIMEOUT_S}s\n"
-                + self.describe()
-            ) from None
-        finally:
-            self.processes[index] = None
+            code = self.stop(index, signum, EXIT_TIMEOUT_S)
+        except NodeStopTimeoutError as error:
+            raise AssertionError(f"{error}\n{self.describe()}") from None
+        assert code is not None
         return code
 
     def close(self) -> None:
         """Kills whatever is still running; called by the fixture at teardown."""
-        for index, process in enumerate(self.processes):
-            if process is None:
-                continue
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            self.processes[index] = None
+        self.kill_all()
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -205,21 +140,13 @@ class LiveCluster:
     def status(self, index: int) -> Status | None:
         return self.statuses([index])[0]
 
-    def log_text(self, index: int) -> str:
-        path = self.log_path(index)
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def describe(self) -> str:
+    def describe(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last statuses and every node's log tail, for failure messages."""
-        parts = []
-        for index in range(self.size):
-            lines = self.log_text(index).splitlines()[-LOG_TAIL_LINES:]
-            state = "running" if self.running(index) else "not running"
-            parts.append(
-                f"--- node {index + 1} ({self.addresses[index]}, {state}) "
-                f"last status: {self.last_statuses[index]}\n" + "\n".join(lines)
-            )
-        return "\n".join(parts)
+        statuses = "\n".join(
+            f"node {index + 1} last status: {status}"
+            for index, status in enumerate(self.last_statuses)
+        )
+        return f"{statuses}\n{super().describe(lines)}"
 
     def assert_election_safety(self) -> None:
         """Raft's Election Safety over every status observed: one leader per term."""

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from phalanx.client import AsyncClient
-from phalanx.demo import LocalCluster
+from phalanx.server.local import LocalCluster
 
 
 def test_seller_and_winner_are_told_when_the_auction_closes(tmp_path: Path) -> None:

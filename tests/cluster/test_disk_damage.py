@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from phalanx.core.types import Entry, EntryKind, Index
-from phalanx.server.cli import node_command
+from phalanx.server.local import node_command
 from phalanx.storage.codec import (
     RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES,

@@ -14,7 +14,8 @@ import pytest
 
 from phalanx.cli import main
 from phalanx.client import AsyncClient
-from phalanx.demo import LocalCluster, Stats, _setup, _statuses, _worker
+from phalanx.demo.bank import Stats, open_accounts, transfer_until
+from phalanx.server.local import LocalCluster, cluster_statuses
 
 from .harness import LiveCluster
 from .test_snapshots_live import write
@@ -73,19 +74,19 @@ def test_two_replicas_that_diverge_cannot_tell_which(tmp_path: Path) -> None:
     async def scenario(cluster: LocalCluster) -> list[dict[str, Any]]:
         cluster.start(0)
         cluster.start(1)
-        await _setup(cluster)
+        await open_accounts(cluster)
         stats = Stats()
         async with AsyncClient(cluster.addresses, timeout=30) as client:
             loop = asyncio.get_running_loop()
             for _ in range(60):
                 stop = loop.time() + 0.5
                 rng = random.Random(len(stats.completions))
-                await asyncio.gather(*(_worker(client, rng, stats, stop) for _ in range(8)))
-                statuses = await _statuses(cluster)
+                await asyncio.gather(*(transfer_until(client, rng, stats, stop) for _ in range(8)))
+                statuses = await cluster_statuses(cluster)
                 checks = [s.replica_check or "" for s in statuses if s is not None]
                 if len(checks) == 2 and all("cannot tell which" in c for c in checks):
                     return [s for s in statuses if s is not None]
-        raise AssertionError(f"no undecidable verdict: {await _statuses(cluster)}")
+        raise AssertionError(f"no undecidable verdict: {await cluster_statuses(cluster)}")
 
     cluster = LocalCluster(
         tmp_path,

@@ -11,8 +11,8 @@ import socket
 from collections.abc import Callable
 
 from phalanx.client import AsyncClient
-from phalanx.server.cli import node_command
 from phalanx.server.identity import IDENTITY_FILE
+from phalanx.server.local import node_command
 from phalanx.transport.wire import Hello, encode_frame
 
 from .harness import CALL_TIMEOUT_S, LiveCluster

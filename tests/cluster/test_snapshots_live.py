@@ -134,7 +134,7 @@ def test_phalanx_snapshot_takes_one_on_every_member(
 
 
 def test_snapshots_are_also_triggered_by_bytes(tmp_path: Path) -> None:
-    from phalanx.demo import LocalCluster
+    from phalanx.server.local import LocalCluster
 
     cluster = LocalCluster(
         tmp_path,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from phalanx.client import AsyncClient, Client
 from phalanx.core import Role
-from phalanx.demo import LocalCluster
+from phalanx.server.local import LocalCluster
 
 
 def test_a_reminder_fires_through_the_log_without_client_traffic(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +44,9 @@ from phalanx.client.admin import (
     judge_statuses,
 )
 from phalanx.core.errors import ConfigError, PhalanxError
-from phalanx.server.config import NodeConfig, build_config, config_from_toml, config_to_toml
-from phalanx.server.determinism import ensure_fixed_hash_seed, with_fixed_hash_seed
+from phalanx.server.config import NodeConfig, build_config, config_from_toml
+from phalanx.server.determinism import ensure_fixed_hash_seed
+from phalanx.server.local import LocalCluster, describe_exit
 from phalanx.service.container import ServiceFault
 from phalanx.storage.errors import StorageError
 from phalanx.transport.addresses import client_addresses, format_address, resolve
@@ -357,24 +357,7 @@ async def _serve(node: Any) -> None:
     await node.run(stop)
 
 
-def node_command(config: NodeConfig, config_file: Path | None = None) -> list[str]:
-    """The argv of a node process running exactly `config`: every setting goes through
-    a TOML file (by default `node-<id>.toml` beside the node's data directory)."""
-    if config_file is None:
-        config_file = config.data_dir.parent / f"node-{config.node_id}.toml"
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(config_to_toml(config))
-    return [sys.executable, "-m", "phalanx", "node", "--config", str(config_file)]
-
-
 # -- phalanx cluster ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _NodeProcess:
-    node_id: int
-    argv: list[str]
-    process: subprocess.Popen[bytes]
 
 
 class _StopSignals:
@@ -405,51 +388,48 @@ def run_cluster(args: argparse.Namespace) -> int:
     bad_grace = _bad_seconds("--stop-grace-seconds", args.stop_grace_seconds)
     if bad_grace is not None:
         return _refuse("cluster", bad_grace, EXIT_USAGE)
-    members = ",".join(
-        f"{i}={format_address(args.host, args.base_port + i - 1)}" for i in range(1, args.nodes + 1)
-    )
-    settings = {"members": members, "service": args.service}
     try:
         resolve(args.host, args.base_port)
-        configs = [
-            build_config({**settings, "id": i, "data": str(Path(args.data) / f"node-{i}")})
-            for i in range(1, args.nodes + 1)
-        ]
+        cluster = LocalCluster(
+            Path(args.data),
+            args.nodes,
+            services=args.service,
+            host=args.host,
+            ports=range(args.base_port, args.base_port + args.nodes),
+            log_files=False,  # the nodes write to this terminal
+        )
     except ConfigError as error:
         return _refuse("cluster", _explained(error), EXIT_USAGE)
-    nodes: list[_NodeProcess] = []
     with _StopSignals() as stop:
         try:
-            for config in configs:
-                argv = node_command(config)
-                process = subprocess.Popen(argv, env=with_fixed_hash_seed())
-                nodes.append(_NodeProcess(config.node_id, argv, process))
+            cluster.start_all()
             print(
-                f"cluster of {args.nodes} running; members: {members}\n"
-                f"  phalanx status --members {members}\n"
+                f"cluster of {args.nodes} running; members: {cluster.members}\n"
+                f"  phalanx status --members {cluster.members}\n"
                 "a node that exits is reported and the others keep running; "
                 "Ctrl-C or SIGTERM stops them all",
                 flush=True,
             )
-            return _watch(nodes, stop)
+            return _watch(cluster, stop)
         finally:
-            _stop_all(nodes, args.stop_grace_seconds)
+            for index in cluster.stop_all(args.stop_grace_seconds):
+                grace = args.stop_grace_seconds
+                _say(f"node {index + 1} still running {grace:g}s after SIGTERM; killing it")
 
 
-def _watch(nodes: Sequence[_NodeProcess], stop: _StopSignals) -> int:
+def _watch(cluster: LocalCluster, stop: _StopSignals) -> int:
     """Reports each node that exits, until a stop signal (0) or none is left (1)."""
-    running = list(nodes)
     while stop.received is None:
-        for node in [n for n in running if n.process.poll() is not None]:
-            running.remove(node)
-            code = node.process.returncode
+        for index, code in cluster.reap_exited():
+            running = cluster.started_indices()
+            command = cluster.commands[index] or []
             then = (
-                f"; the others keep running. Restart it with: {shlex.join(node.argv)}"
+                f"; the others keep running. Restart it with: {shlex.join(command)}"
                 if running
                 else ""
             )
-            _say(f"node {node.node_id} exited {_exit_description(code)}{then}")
-        if not running:
+            _say(f"node {index + 1} exited {describe_exit(code)}{then}")
+        if not cluster.started_indices():
             _say("every node has exited")
             return EXIT_FAILED
         time.sleep(WATCH_INTERVAL_S)
@@ -457,29 +437,8 @@ def _watch(nodes: Sequence[_NodeProcess], stop: _StopSignals) -> int:
     return EXIT_OK
 
 
-def _exit_description(code: int) -> str:
-    if code < 0:
-        return f"with code {code} (killed by {signal.Signals(-code).name})"
-    return f"with code {code}"
-
-
 def _say(message: str) -> None:
     print(f"phalanx cluster: {message}", file=sys.stderr, flush=True)
-
-
-def _stop_all(nodes: Sequence[_NodeProcess], grace_s: float) -> None:
-    """SIGTERM to every node still running; SIGKILL to any still running `grace_s` later."""
-    for node in nodes:
-        if node.process.poll() is None:
-            node.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for node in nodes:
-        try:
-            node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _say(f"node {node.node_id} still running {grace_s:g}s after SIGTERM; killing it")
-            node.process.kill()
-            node.process.wait()
 
 
 # -- phalanx status, snapshot, repair ----------------------------------------------------------
