@@ -9,8 +9,8 @@ import pytest
 from tests.sim.helpers import commit_one, run_until
 
 from phalanx.core.progress import ProgressState
-from phalanx.core.rawnode import Ready
 from phalanx.core.types import NodeId
+from phalanx.server.replica import Batch
 from phalanx.sim.cluster import NetworkFaults, SimCluster, SimNode
 
 SEEDS = [1, 2, 3, 4, 5]
@@ -72,12 +72,12 @@ class CrashOnSnapshotInstall(SimCluster):
     crashes_left = 2
     crashes = 0
 
-    def _should_crash_mid_ready(self, node: SimNode, ready: Ready) -> bool:
-        if ready.snapshot is not None and self.crashes_left > 0:
+    def _should_crash_mid_batch(self, node: SimNode, batch: Batch) -> bool:
+        if batch.ready.snapshot is not None and self.crashes_left > 0:
             self.crashes_left -= 1
             self.crashes += 1
             return True
-        return super()._should_crash_mid_ready(node, ready)
+        return super()._should_crash_mid_batch(node, batch)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -93,7 +93,7 @@ def test_crash_in_the_middle_of_installing_a_snapshot(seed: int) -> None:
     run_until(cluster, lambda: cluster.crashes >= 1, 600, "a crash mid-install")
     propose_many(cluster, 3, "e")
     run_until(cluster, lambda: all_applied(cluster), 600, "laggard recovers")
-    assert cluster.nodes[laggard].disk.snapshot.index > 0
+    assert cluster.nodes[laggard].snapshot.index > 0
     assert cluster.applied_commands(laggard)[-3:] == [b"e-0", b"e-1", b"e-2"]
 
 
@@ -108,7 +108,7 @@ def test_all_nodes_restart_from_snapshots_without_losing_committed_entries(seed:
     for node in cluster.ids:
         cluster.crash(node)
     for node in cluster.ids:
-        assert cluster.nodes[node].disk.snapshot.index > 0
+        assert cluster.nodes[node].snapshot.index > 0
         cluster.restart(node)
     cluster.run_until_leader()
     propose_many(cluster, 2, "g")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phalanx.core.messages import InstallSnapshot
-from phalanx.core.types import Index, NodeId, SnapshotMeta
+from phalanx.core.types import NodeId, SnapshotMeta
 from phalanx.storage import SnapshotStore, SnapshotWriter
 from phalanx.storage.snapshots import snapshot_file_name
 from phalanx.transport.wire import SnapshotChunk, SnapshotOffer, SnapshotResume
@@ -73,39 +73,14 @@ class SnapshotManager:
         self._resume_waiters: dict[NodeId, asyncio.Future[int]] = {}
         self._receiving: tuple[SnapshotMeta, SnapshotWriter, int, NodeId] | None = None
         self._receiving_repair = False
-        #: Compact the WAL up to here at the next safe point of the ready loop.
-        self.compact_to = Index(0)
-        self._bytes_at_last = 0
-        #: The index of the last snapshot attempt that failed (0: none), and why.
-        self.failed_at = Index(0)
-        self.failures = 0
-        self.last_error: str | None = None
         #: The newest stored snapshot, so that it is found without rescanning files.
         self.latest: tuple[SnapshotMeta, Path] | None = self.store.latest()
 
     # -- taking ------------------------------------------------------------------------------
 
-    def maybe_take(self) -> None:
-        """Snapshots after `snapshot_every_entries` entries or `snapshot_every_bytes`
-        bytes of entries applied since the last one, whichever comes first."""
-        if self._taking is not None:
-            return
-        config = self.node.config
-        container = self.node.container
-        # After a failed attempt, wait as long as after a success: a service whose
-        # snapshot() raises must not make the node fork on every Ready.
-        since = max(self.node.raw.raft.snapshot_meta.index, self.failed_at)
-        entries = container.applied_index - since
-        by_entries = config.snapshot_every_entries and entries >= config.snapshot_every_entries
-        by_bytes = (
-            config.snapshot_every_bytes
-            and container.applied_bytes - self._bytes_at_last >= config.snapshot_every_bytes
-        )
-        if by_entries or by_bytes:
-            self._bytes_at_last = container.applied_bytes
-            self.start_taking()
-
     def start_taking(self) -> asyncio.Task[SnapshotMeta | None]:
+        """Takes a snapshot at the replica's `snapshot_point()` (the replica decides
+        when; see `Replica._maybe_snapshot`), or joins the one being taken."""
         if self._taking is None:
             self._taking = asyncio.get_running_loop().create_task(self._take())
         return self._taking
@@ -117,12 +92,12 @@ class SnapshotManager:
             self._taking = None
 
     async def _take_once(self) -> SnapshotMeta | None:
-        node = self.node
-        index = node.container.applied_index
-        term = node.raw.raft.log.term(index)
-        if index == 0 or term is None or index <= node.raw.raft.snapshot_meta.index:
+        replica = self.node.replica
+        meta = replica.snapshot_point()
+        if meta is None:
             return None
-        meta = SnapshotMeta(index, term)
+        index, term = meta.index, meta.term
+        replica.snapshot_started()
         started = time.perf_counter()
         # The child says why it failed through a pipe (its exit code cannot).
         reason_read, reason_write = os.pipe()
@@ -142,24 +117,18 @@ class SnapshotManager:
             os.close(reason_read)
         self.stats.last_write_ms = (time.perf_counter() - started) * 1000
         if os.waitstatus_to_exitcode(status) != 0:
-            self.failed_at = index
-            self.failures += 1
-            self.last_error = f"snapshot at index {index}: {reason or 'the writer process died'}"
+            error = f"snapshot at index {index}: {reason or 'the writer process died'}"
+            replica.snapshot_failed(index, error)
             log.error(
                 "%s; the node keeps serving and tries again after snapshot_every_entries "
                 "more entries",
-                self.last_error,
+                error,
             )
             return None
-        self.last_error = None
         self.stats.taken += 1
         self.latest = (meta, Path(self.store.directory) / snapshot_file_name(meta))
-        # Never compact past the previous snapshot: if the newest one is ever found
-        # damaged at start, the previous one plus the log still rebuild the state.
-        previous = node.raw.raft.snapshot_meta.index
-        compact_to = Index(max(0, min(index - node.config.snapshot_compaction_margin, previous)))
-        node.raw.snapshot_taken(meta, compact_to)
-        self.compact_to = max(self.compact_to, node.raw.raft.log.offset)
+        replica.snapshot_taken(meta)
+        self.node.wake()  # the next batch compacts the stored log
         log.info(
             "snapshot at index %s (term %s): fork %.1f ms, written in %.0f ms",
             index, term, fork_ms, self.stats.last_write_ms,
@@ -168,7 +137,7 @@ class SnapshotManager:
 
     def _write_in_child(self, meta: SnapshotMeta, reason_fd: int) -> int:
         try:
-            data = self.node.container.snapshot_bytes()
+            data = self.node.replica.container.snapshot_bytes()
             writer = self.store.writer(meta)
             chunk = self.node.config.snapshot_chunk_bytes
             for start in range(0, len(data), chunk):
@@ -178,7 +147,7 @@ class SnapshotManager:
         except BaseException as error:  # the child must never return into the parent's loop
             # Not `logging`: a lock held by another thread at the fork could hang it.
             with contextlib.suppress(BaseException):
-                service = type(self.node.service).__name__
+                service = type(self.node.replica.service).__name__
                 reason = f"service {service}: {type(error).__name__}: {error}"
                 os.write(reason_fd, reason.encode(errors="replace")[:SNAPSHOT_ERROR_BYTES_MAX])
             return 1
@@ -195,7 +164,7 @@ class SnapshotManager:
     async def send_repair(self, peer: NodeId) -> None:
         """Streams a fresh snapshot to a follower whose service diverged."""
         await self.start_taking()
-        raft = self.node.raw.raft
+        raft = self.node.replica.raw.raft
         if self.latest is None:
             log.warning("cannot repair node %s: this node holds no snapshot", peer)
             return
@@ -211,7 +180,7 @@ class SnapshotManager:
         finally:
             self._resume_waiters.pop(peer, None)
             if not succeeded and not repair:
-                self.node.raw.report_snapshot(peer, succeeded=False)
+                self.node.replica.on_snapshot_sent(peer, succeeded=False)
                 self.node.wake()
 
     async def _stream(self, message: InstallSnapshot, repair: bool) -> bool:
@@ -235,7 +204,7 @@ class SnapshotManager:
                 continue  # the follower already holds it
             chunk = whole[max(0, offset - whole_offset) :]
             chunk_offset = max(whole_offset, offset)
-            if self.node.raw.raft.term != term:
+            if self.node.replica.raw.raft.term != term:
                 return False  # no longer leading in that term
             await transport.send_bulk(
                 SnapshotChunk(term, me, peer, meta, chunk_offset, chunk), TRANSFER_STEP_TIMEOUT_S
@@ -251,7 +220,7 @@ class SnapshotManager:
     # -- receiving (follower) ------------------------------------------------------------------
 
     def on_offer(self, message: SnapshotOffer) -> None:
-        if message.term < self.node.raw.raft.term:
+        if message.term < self.node.replica.raw.raft.term:
             return
         self._abort_receiving(unless=message.snapshot)
         if self._receiving is None:
@@ -264,11 +233,10 @@ class SnapshotManager:
         )
 
     def on_chunk(
-        self,
-        message: SnapshotChunk,
-        deliver: Callable[[InstallSnapshot], None],
-        repair: Callable[[SnapshotMeta], None],
+        self, message: SnapshotChunk, deliver: Callable[[InstallSnapshot, bytes, bool], None]
     ) -> None:
+        """Appends a chunk; when the last one is in and the file verified, hands the
+        whole snapshot to `deliver(install, data, repair)`."""
         receiving = self._receiving
         if receiving is None or receiving[0] != message.snapshot:
             return
@@ -279,12 +247,11 @@ class SnapshotManager:
         if writer.offset < length:
             return
         self._receiving = None
-        self.latest = (meta, writer.finish())
+        path = writer.finish()
+        self.latest = (meta, path)
         self.stats.received += 1
-        if self._receiving_repair:
-            repair(meta)
-        else:
-            deliver(InstallSnapshot(message.term, leader, message.to, meta))
+        install = InstallSnapshot(message.term, leader, message.to, meta)
+        deliver(install, self.store.read_content(path), self._receiving_repair)
 
     def _abort_receiving(self, unless: SnapshotMeta) -> None:
         if self._receiving is not None and self._receiving[0] != unless:

@@ -8,6 +8,9 @@ checked after every simulated event, plus the properties a user relies on.
 * Leader Completeness: a leader's log holds every entry committed in earlier terms.
 * State Machine Safety: no two nodes apply different entries at the same index.
 * Commit monotonicity: a node's commit index never decreases while it runs.
+* Replica Digest Agreement: replicas that applied the same number of entries hold the
+  same chained log and outcome digests, and at each checkpoint the same state digest
+  (a replica rebuilt from a snapshot included).
 
 A violation raises `InvariantViolation`, carrying the simulated time, so the seed
 and time are enough to replay up to the failure.
@@ -47,6 +50,10 @@ class InvariantChecker:
     committed_high: Index = Index(0)
     _leader_marks: dict[NodeId, _LeaderMark] = field(default_factory=dict)
     _commit_seen: dict[NodeId, Index] = field(default_factory=dict)
+    #: applied index -> (log digest, outcome digest, the node that reported it first).
+    digests: dict[Index, tuple[str, str, NodeId]] = field(default_factory=dict)
+    #: checkpoint index -> (log digest, state digest, the node that reported it first).
+    checkpoints: dict[Index, tuple[bytes, bytes, NodeId]] = field(default_factory=dict)
 
     def fail(self, invariant: str, detail: str) -> None:
         raise InvariantViolation(invariant, detail, self.time)
@@ -69,6 +76,44 @@ class InvariantChecker:
                 f"node {node} applied {entry} at index {entry.index}; another node applied {first}",
             )
         self.committed_high = max(self.committed_high, entry.index)
+
+    def applied_prefix(self, node: NodeId, index: Index) -> list[Entry]:
+        """The entries 1..`index` as applied anywhere: what a service state that a
+        snapshot or a restart put at `index` must hold."""
+        prefix = []
+        for i in range(1, index + 1):
+            entry = self.applied.get(Index(i))
+            if entry is None:
+                raise InvariantViolation(
+                    "State Machine Safety",
+                    f"node {node} holds a state at index {index}, but no node ever applied "
+                    f"entry {i}",
+                    self.time,
+                )
+            prefix.append(entry)
+        return prefix
+
+    def on_digests(self, node: NodeId, index: Index, log_digest: str, outcome_digest: str) -> None:
+        if index == 0:
+            return
+        first = self.digests.setdefault(index, (log_digest, outcome_digest, node))
+        if first[:2] != (log_digest, outcome_digest):
+            what = "log" if first[0] != log_digest else "outcome"
+            self.fail(
+                "Replica Digest Agreement",
+                f"after {index} entries node {node}'s {what} digest differs from node {first[2]}'s",
+            )
+
+    def on_checkpoint(
+        self, node: NodeId, index: Index, log_digest: bytes, state_digest: bytes
+    ) -> None:
+        first = self.checkpoints.setdefault(index, (log_digest, state_digest, node))
+        if first[:2] != (log_digest, state_digest):
+            what = "log" if first[0] != log_digest else "state"
+            self.fail(
+                "Replica Digest Agreement",
+                f"at checkpoint {index} node {node}'s {what} digest differs from node {first[2]}'s",
+            )
 
     def on_snapshot_entry(self, node: NodeId, entry: Entry) -> None:
         """An entry a node's installed snapshot claims was applied at its index."""

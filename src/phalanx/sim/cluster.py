@@ -1,22 +1,31 @@
-"""A deterministic, single-threaded simulation of a Raft cluster built from the real core.
+"""A deterministic, single-threaded simulation of a cluster of the replicas that ship.
 
 Theory of operation
 -------------------
+Each simulated node is the production `Replica` (phalanx.server.replica), the very class
+`phalanx node` drives, with its real service container, sessions, timers, snapshots and
+checkpoints. The simulator is its second driver: where `Node` has TCP, a tick timer, a
+write-ahead log and forked snapshot writers, the simulator has a seeded network, a
+simulated clock, a `MemoryStorage` (the WAL's in-memory twin, which loses whatever was
+not synced when its node crashes) and snapshots kept in memory. The batch protocol is
+`Node`'s, step for step (see replica.py): reset/compact, send the early messages, write
+and sync as asked, send the rest, `persisted`, carry out the outbox.
+
 Everything that happens is an event in one priority queue ordered by (time, sequence):
-a node's clock ticking, a message arriving, a node crashing or restarting. Time is an
-integer; a node ticks every `TICK` units, with its own phase. All randomness (message
-delays, drops, duplicates, election timeouts) comes from `random.Random`s derived from
-one seed, and nothing iterates over an unordered collection, so one seed always gives
-the same run. Every event is folded into a trace hash that proves it.
+a node's clock ticking, a message arriving (to a node or to a client), a node
+restarting, a client's timer. Time is an integer number of milliseconds; a node ticks
+every `TICK` with its own phase. All randomness (delays, drops, duplicates, election
+timeouts, crash points, clients' backoff) comes from `random.Random`s derived from one
+seed, and nothing iterates over an unordered collection, so one seed always gives the
+same run. Every event is folded into a trace hash that proves it.
 
-After each event the affected node's `Ready` is processed exactly as the real server
-does it: persist to its simulated disk, then send, then apply, then advance. The disk
-keeps only what was synced: a crash in the middle of processing a `Ready` loses what
-had not reached the disk, and a restart rebuilds the node from its disk alone.
+A crash may come anywhere in a batch: before it, after its early messages left but
+before its sync (its writes are lost, its early messages are out), or after the sync
+before its other messages left. A restart rebuilds the replica from its storage and its
+newest stored snapshot alone, exactly as `Node.__init__` does.
 
-The network can delay, drop, duplicate and reorder messages, and partition nodes
-symmetrically or in one direction. Invariant checkers (checkers.py) run after every
-event; a violation raises with the simulated time.
+Invariant checkers (checkers.py) run after every event; a violation raises with the
+simulated time.
 """
 
 from __future__ import annotations
@@ -25,25 +34,43 @@ import hashlib
 import heapq
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 from phalanx.core.errors import NotLeaderError, ProposalDroppedError
-from phalanx.core.messages import Message
-from phalanx.core.raft import RaftConfig, Role
-from phalanx.core.rawnode import RawNode, Ready
-from phalanx.core.types import Entry, EntryKind, HardState, Index, NodeId, SnapshotMeta, Term
+from phalanx.core.messages import AppendRequest, InstallSnapshot, Message
+from phalanx.core.raft import Role
+from phalanx.core.rawnode import RawNode
+from phalanx.core.types import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term
+from phalanx.server.config import NodeConfig
+from phalanx.server.replica import Batch, Replica
+from phalanx.service.base import Service
 from phalanx.sim.checkers import InvariantChecker
+from phalanx.storage.memory import MemoryStorage
+from phalanx.transport.wire import CheckpointReport, ClientReply, PushedMessage
 
-#: Simulated time units per node tick.
+#: Simulated milliseconds per node tick (a node's `tick_ms`).
 TICK = 10
 _EVENT_TICK = 0
 _EVENT_DELIVER = 1
 _EVENT_RESTART = 2
+_EVENT_TO_NODE = 3
+_EVENT_TO_CLIENT = 4
+_EVENT_CLIENT_WAKE = 5
 #: Messages queued in the network at once; a run that exceeds it has a bug.
 MAX_MESSAGES_IN_FLIGHT = 200_000
 #: How often (in events) the full Log Matching check runs.
 LOG_MATCHING_EVERY_EVENTS = 500
+#: Snapshots each simulated node keeps (as `snapshots_keep`).
+SNAPSHOTS_KEPT = 2
+#: Wall clocks start here (milliseconds): cluster time looks like a real date.
+WALL_CLOCK_START_MS = 1_800_000_000_000
+#: Where in a batch a crash may strike.
+CRASH_BEFORE_BATCH = "before"
+CRASH_BEFORE_SYNC = "before-sync"
+CRASH_AFTER_SYNC = "after-sync"
 
 
 @dataclass
@@ -59,58 +86,85 @@ class NetworkFaults:
     long_delay_max: int = 40 * TICK
 
 
-@dataclass
-class SimDisk:
-    """What survives a crash: the synced hard state, snapshot and log.
+@dataclass(frozen=True, slots=True)
+class SnapshotTransfer:
+    """A leader's InstallSnapshot with the stored snapshot's bytes beside it (the real
+    node streams them in chunks; the simulator delivers them whole, or loses them)."""
 
-    `entries` starts at `first_index`; the snapshot's state is the list of entries a
-    node had applied up to the snapshot index (the simulated service's whole state)."""
+    install: InstallSnapshot
+    data: bytes
+    repair: bool = False
 
-    hard_state: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
-    first_index: int = 1
-    snapshot: SnapshotMeta = field(default_factory=SnapshotMeta)
-    snapshot_state: tuple[Entry, ...] = ()
-    syncs: int = 0
+    @property
+    def to(self) -> NodeId:
+        return self.install.to
 
-    def write(self, ready: Ready, snapshot_state: tuple[Entry, ...] = ()) -> None:
-        if ready.snapshot is not None:
-            self.snapshot = ready.snapshot
-            self.snapshot_state = snapshot_state
-            self.entries = []
-            self.first_index = ready.snapshot.index + 1
-        if ready.entries:
-            first = ready.entries[0].index
-            assert first >= self.first_index, "writing below the stored log"
-            del self.entries[first - self.first_index :]
-            self.entries.extend(ready.entries)
-        if ready.hard_state is not None:
-            self.hard_state = ready.hard_state
-        self.syncs += 1
+    @property
+    def from_id(self) -> NodeId:
+        return self.install.from_id
 
-    def save_snapshot(self, meta: SnapshotMeta, state: tuple[Entry, ...], compact_to: int) -> None:
-        self.snapshot = meta
-        self.snapshot_state = state
-        drop = min(compact_to, meta.index) - self.first_index + 1
-        if drop > 0:
-            del self.entries[:drop]
-            self.first_index += drop
+    @property
+    def term(self) -> Term:
+        return self.install.term
 
-    def restored_entries(self) -> list[Entry]:
-        return [e for e in self.entries if e.index > self.snapshot.index]
+
+class ClientClosed:
+    """Tells a simulated client that a node closed its connection."""
+
+    __slots__ = ()
+
+
+CLIENT_CLOSED = ClientClosed()
+
+
+class SimClientDriver(Protocol):
+    """What the cluster needs of a simulated client (see clients.py)."""
+
+    def on_message(
+        self, node: NodeId, message: ClientReply | PushedMessage | ClientClosed
+    ) -> None: ...
+
+    def on_wake(self, token: int) -> None: ...
+
+
+class _Clock:
+    """A node's clock: the simulation's time, with this node's wall-clock offset."""
+
+    __slots__ = ("_cluster", "_offset_ms")
+
+    def __init__(self, cluster: SimCluster, offset_ms: int) -> None:
+        self._cluster = cluster
+        self._offset_ms = offset_ms
+
+    def wall_ms(self) -> int:
+        return WALL_CLOCK_START_MS + self._cluster.time + self._offset_ms
+
+    def mono_ms(self) -> float:
+        return float(self._cluster.time)
 
 
 @dataclass
 class SimNode:
     node_id: NodeId
-    raw: RawNode | None
-    disk: SimDisk
+    storage: MemoryStorage
+    replica: Replica | None = None
     incarnation: int = 0
+    #: Durable snapshots, oldest first: (meta, container bytes).
+    snapshots: list[tuple[SnapshotMeta, bytes]] = field(default_factory=list)
+    #: The entries this incarnation's service state holds, in order (1..applied).
     applied: list[Entry] = field(default_factory=list)
 
     @property
     def alive(self) -> bool:
-        return self.raw is not None
+        return self.replica is not None
+
+    @property
+    def raw(self) -> RawNode | None:
+        return self.replica.raw if self.replica is not None else None
+
+    @property
+    def snapshot(self) -> SnapshotMeta:
+        return self.snapshots[-1][0] if self.snapshots else SnapshotMeta()
 
 
 @dataclass
@@ -120,6 +174,27 @@ class Proposal:
     index: Index
     data: bytes
     incarnation: int
+
+
+@dataclass
+class SimSettings:
+    """The simulated nodes' settings; each seed of the swarm picks its own."""
+
+    election_timeout_ticks: int = 10
+    heartbeat_interval_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_message_bytes: int = 64 * 1024
+    max_inflight_messages: int = 64
+    #: Take a snapshot after this many applied entries (0: never) ...
+    snapshot_every: int = 0
+    #: ... then compact the log to this many entries before it.
+    compaction_margin: int = 0
+    checkpoint_every: int = 0
+    max_replies_per_session: int = 64
+    session_timeout_ms: int = 3_600_000
+    #: What the replicas run (MODULE:CLASS).
+    service: str = "phalanx.sim.services:SimKV"
 
 
 class SimCluster:
@@ -136,31 +211,31 @@ class SimCluster:
         max_inflight_messages: int = 64,
         snapshot_every: int = 0,
         compaction_margin: int = 0,
+        settings: SimSettings | None = None,
+        service_factory: Callable[[], Service] | None = None,
     ) -> None:
         assert nodes >= 1
         self.seed = seed
         self.rng = random.Random(seed)
         self.faults = faults or NetworkFaults()
         self.ids = tuple(NodeId(i) for i in range(1, nodes + 1))
-        self._config_kwargs = dict(
+        self.settings = settings or SimSettings(
             election_timeout_ticks=election_timeout_ticks,
             pre_vote=pre_vote,
             check_quorum=check_quorum,
             max_message_bytes=max_message_bytes,
             max_inflight_messages=max_inflight_messages,
-            snapshot_stall_heartbeats=20,
+            snapshot_every=snapshot_every,
+            compaction_margin=compaction_margin,
         )
-        #: Take a snapshot after this many applied entries (0: never), then compact the
-        #: log to `compaction_margin` entries before it.
-        self.snapshot_every = snapshot_every
-        self.compaction_margin = compaction_margin
-        #: (index, term) -> the state at that snapshot, shared as the bytes a real
-        #: leader would stream beside InstallSnapshot.
-        self._snapshot_states: dict[tuple[int, int], tuple[Entry, ...]] = {}
+        self._service_factory = service_factory or _load_service(self.settings.service)
+        self.members = {node_id: ("sim", int(node_id)) for node_id in self.ids}
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        #: Every snapshot any node stored: (node, meta) -> bytes, for the replay check.
+        self.snapshot_archive: dict[tuple[NodeId, SnapshotMeta], bytes] = {}
         self.time = 0
-        self._queue: list[tuple[int, int, int, NodeId, Message | None]] = []
+        self._queue: list[tuple[int, int, int, int, Any]] = []
         self._sequence = 0
         self._messages_in_flight = 0
         self._trace = hashlib.blake2b(digest_size=16)
@@ -169,19 +244,58 @@ class SimCluster:
         self.messages_sent = 0
         #: Messages the nodes sent, by message type name (before any network fault).
         self.messages_by_type: Counter[str] = Counter()
+        #: Entries carried by AppendEntries, and how many of them the receiver held.
+        self.entries_sent = 0
         self.messages_delivered = 0
         self.events = 0
         self.ticks = 0
+        self.crashes = 0
         self.proposals: list[Proposal] = []
         self.acknowledged: dict[Index, bytes] = {}
-        #: Crash a node while it processes a Ready with this probability.
+        #: Crash a node while it carries out a batch with this probability.
         self.crash_in_ready_rate = 0.0
+        self.clients: dict[int, SimClientDriver] = {}
+        #: Client links: a client's request or reply is lost with this probability.
+        self.client_drop_rate = 0.0
+        #: Called with (node, service) after every batch a node applied (the swarm adds
+        #: service invariants: money conserved, no command applied twice).
+        self.service_checks: list[Callable[[NodeId, Service], None]] = []
         self.nodes: dict[NodeId, SimNode] = {}
+        self._clock_offsets = {node_id: self.rng.randrange(0, 50) for node_id in self.ids}
         for node_id in self.ids:
-            node = SimNode(node_id, None, SimDisk())
+            node = SimNode(node_id, MemoryStorage(clock=self._seconds))
             self.nodes[node_id] = node
             self._start(node)
             self._push(self.rng.randrange(TICK), _EVENT_TICK, node_id, None)
+
+    def _seconds(self) -> float:
+        return self.time / 1000
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def node_config(self, node_id: NodeId) -> NodeConfig:
+        s = self.settings
+        return NodeConfig(
+            node_id=node_id,
+            members=self.members,
+            data_dir=Path("/nonexistent/phalanx-sim"),
+            service=s.service,
+            tick_ms=TICK,
+            election_timeout_ticks=s.election_timeout_ticks,
+            heartbeat_interval_ticks=s.heartbeat_interval_ticks,
+            session_timeout_ms=s.session_timeout_ms,
+            max_replies_per_session=s.max_replies_per_session,
+            max_message_bytes=s.max_message_bytes,
+            max_inflight_messages=s.max_inflight_messages,
+            snapshot_every_entries=s.snapshot_every,
+            snapshot_every_bytes=0,
+            snapshot_compaction_margin=s.compaction_margin,
+            checkpoint_every_entries=s.checkpoint_every,
+            pre_vote=s.pre_vote,
+            check_quorum=s.check_quorum,
+            # Lost snapshot transfers are retried sooner than on a real network.
+            snapshot_stall_heartbeats=20,
+        )
 
     # -- driving ------------------------------------------------------------------------
 
@@ -206,121 +320,218 @@ class SimCluster:
     def trace_hash(self) -> str:
         return self._trace.hexdigest()
 
-    def _push(self, time: int, kind: int, node: NodeId, message: Message | None) -> None:
+    def _push(self, time: int, kind: int, target: int, payload: Any) -> None:
         self._sequence += 1
-        heapq.heappush(self._queue, (time, self._sequence, kind, node, message))
+        heapq.heappush(self._queue, (time, self._sequence, kind, target, payload))
 
     def _run_one(self) -> None:
-        time, _, kind, node_id, message = heapq.heappop(self._queue)
+        time, _, kind, target, payload = heapq.heappop(self._queue)
         self.time = time
         self.checker.time = time
         self.events += 1
-        node = self.nodes[node_id]
+        if kind == _EVENT_TO_CLIENT:
+            node_from, message = payload
+            self._record(time, "to-client", target, type(message).__name__)
+            self.clients[target].on_message(node_from, message)
+            return
+        if kind == _EVENT_CLIENT_WAKE:
+            self.clients[target].on_wake(payload)
+            return
+        node = self.nodes[NodeId(target)]
+        replica = node.replica
         if kind == _EVENT_TICK:
-            self._push(time + TICK, _EVENT_TICK, node_id, None)
-            if node.raw is None:
+            self._push(time + TICK, _EVENT_TICK, target, None)
+            if replica is None:
                 return
             self.ticks += 1
-            self._record(time, "tick", node_id)
-            node.raw.tick()
+            self._record(time, "tick", target)
+            replica.tick()
         elif kind == _EVENT_DELIVER:
-            assert message is not None
             self._messages_in_flight -= 1
-            if node.raw is None or (message.from_id, message.to) in self.blocked:
+            if replica is None or (payload.from_id, payload.to) in self.blocked:
                 return
-            self._record(time, type(message).__name__, node_id, message.from_id, message.term)
+            self._record(time, type(payload).__name__, target, payload.from_id, payload.term)
             self.messages_delivered += 1
-            node.raw.step(message)
+            self._deliver(node, replica, payload)
+        elif kind == _EVENT_TO_NODE:
+            client_id, request = payload
+            if replica is None:
+                return  # the connection is refused; the client times out
+            self._record(time, type(request).__name__, target, client_id)
+            replica.on_client_request(client_id, request)
         elif kind == _EVENT_RESTART:
-            if node.raw is None:
+            if replica is None:
                 self._start(node)
             return
         self._process(node)
         if self.events % LOG_MATCHING_EVERY_EVENTS == 0:
             self.check_log_matching()
 
+    def _deliver(self, node: SimNode, replica: Replica, message: Any) -> None:
+        if isinstance(message, SnapshotTransfer):
+            meta = message.install.snapshot
+            if not message.repair:
+                self._store_snapshot(node, meta, message.data)
+            replica.on_snapshot_received(message.install, message.data, repair=message.repair)
+            return
+        replica.on_peer_message(message)
+
     def _record(self, *parts: object) -> None:
         self._trace.update(repr(parts).encode())
 
-    # -- the server loop, simulated ------------------------------------------------------
+    # -- the node's driver, simulated -----------------------------------------------------
 
     def _process(self, node: SimNode) -> None:
-        raw = node.raw
-        assert raw is not None
-        while raw.has_ready():
-            ready = raw.ready()
-            if self._should_crash_mid_ready(node, ready):
-                self._crash_mid_ready(node, ready)
+        replica = node.replica
+        assert replica is not None
+        self._carry_out_outbox(node, replica)
+        while (batch := replica.next_batch()) is not None:
+            crash_at = self._crash_point(node, batch)
+            if crash_at == CRASH_BEFORE_BATCH:
+                self._crash_mid_batch(node)
                 return
-            state = self._install_snapshot(node, ready.snapshot) if ready.snapshot else ()
-            node.disk.write(ready, state)
-            for message in ready.messages:
+            if batch.reset_log_to is not None:
+                self._on_snapshot_installed(node, replica, batch.reset_log_to - 1)
+                node.storage.reset(batch.reset_log_to)
+            if batch.compact_log_to:
+                node.storage.compact(batch.compact_log_to)
+            for message in batch.send_now:
                 self._send(message)
-            self._apply(node, ready.committed_entries)
-            raw.advance(ready)
-        self._maybe_snapshot(node)
-        raft = raw.raft
+            for install in batch.install_snapshots:
+                self._send_snapshot(node, replica, install, repair=False)
+            if crash_at == CRASH_BEFORE_SYNC:
+                self._crash_mid_batch(node)
+                return
+            if batch.sync:
+                node.storage.write(batch.entries, batch.hard_state)
+                node.storage.sync()
+            elif batch.hard_state is not None:
+                node.storage.write((), batch.hard_state)
+            if crash_at == CRASH_AFTER_SYNC:
+                self._crash_mid_batch(node)
+                return
+            for message in batch.send_after_sync:
+                self._send(message)
+            replica.persisted(batch)
+            self._on_applied(node, replica, batch)
+            self._carry_out_outbox(node, replica)
+        raft = replica.raw.raft
         self.checker.after_event(node.node_id, raft.role is Role.LEADER, raft.term, raft.log)
 
-    def _install_snapshot(self, node: SimNode, meta: SnapshotMeta) -> tuple[Entry, ...]:
-        state = self._snapshot_states[(meta.index, meta.term)]
-        for entry in state:
-            self.checker.on_snapshot_entry(node.node_id, entry)
-        node.applied = list(state)
-        self.snapshots_installed += 1
-        self._record(self.time, "install-snapshot", node.node_id, meta.index)
-        return state
-
-    def _maybe_snapshot(self, node: SimNode) -> None:
-        raw = node.raw
-        if not self.snapshot_every or raw is None:
+    def _carry_out_outbox(self, node: SimNode, replica: Replica) -> None:
+        outbox = replica.take_outbox()
+        if not outbox:
             return
-        applied = len(node.applied)
-        if applied - node.disk.snapshot.index < self.snapshot_every:
-            return
-        log = raw.raft.log
-        term = log.term(applied)
-        if term is None or applied > log.stable:
-            return
-        meta = SnapshotMeta(Index(applied), term)
-        state = tuple(node.applied)
-        self._snapshot_states.setdefault((meta.index, meta.term), state)
-        compact_to = Index(max(0, applied - self.compaction_margin))
-        node.disk.save_snapshot(meta, state, compact_to)
-        raw.snapshot_taken(meta, compact_to)
-        self.snapshots_taken += 1
+        for client_id, to_client in outbox.to_clients:
+            self._to_client(node.node_id, int(client_id), to_client)  # type: ignore[call-overload]
+        for message in outbox.to_peers:
+            if (
+                isinstance(message, CheckpointReport)
+                and message.from_id == node.node_id
+                and message.to == min(p for p in self.ids if p != node.node_id)
+            ):
+                self.checker.on_checkpoint(
+                    node.node_id, Index(message.index), message.log_digest, message.state_digest
+                )
+            self._send(message)
+        for client_id in outbox.close_clients:
+            self._to_client(node.node_id, int(client_id), CLIENT_CLOSED)  # type: ignore[call-overload]
+        for peer in outbox.repairs:
+            self._take_snapshot(node, replica)
+            raft = replica.raw.raft
+            if node.snapshots:
+                install = InstallSnapshot(raft.term, raft.id, peer, node.snapshots[-1][0])
+                self._send_snapshot(node, replica, install, repair=True)
+        if outbox.take_snapshot:
+            self._take_snapshot(node, replica)
 
-    def _should_crash_mid_ready(self, node: SimNode, ready: Ready) -> bool:
-        """Whether the node dies while processing `ready` (scenarios override this)."""
-        return bool(self.crash_in_ready_rate) and self.rng.random() < self.crash_in_ready_rate
-
-    def _crash_mid_ready(self, node: SimNode, ready: Ready) -> None:
-        # Either the sync never happened (the Ready's writes are lost), or it did and the
-        # crash came before the messages left: both are states a real node can reach.
-        if self.rng.random() < 0.5:
-            state = self._install_snapshot(node, ready.snapshot) if ready.snapshot else ()
-            node.disk.write(ready, state)
-        self._record(self.time, "crash-mid-ready", node.node_id)
-        self.crash(node.node_id)
-        self.restart(node.node_id, after_ticks=self.rng.randint(1, 30))
-
-    def _apply(self, node: SimNode, entries: Iterable[Entry]) -> None:
-        for entry in entries:
+    def _on_applied(self, node: SimNode, replica: Replica, batch: Batch) -> None:
+        for entry in batch.ready.committed_entries:
+            if entry.index <= len(node.applied):
+                continue  # a snapshot installed in this batch already covers it
             self.checker.on_apply(node.node_id, entry, Index(len(node.applied) + 1))
             node.applied.append(entry)
             self._acknowledge(node, entry)
+        container = replica.container
+        if container.applied_index != len(node.applied):
+            self.checker.fail(
+                "Apply Accounting",
+                f"node {node.node_id}'s container applied up to {container.applied_index}, "
+                f"the core handed out {len(node.applied)}",
+            )
+        self.checker.on_digests(
+            node.node_id,
+            container.applied_index,
+            container.log_digest(),
+            container.outcome_digest(),
+        )
+        for check in self.service_checks:
+            check(node.node_id, replica.service)
+
+    def _on_snapshot_installed(self, node: SimNode, replica: Replica, index: int) -> None:
+        self.snapshots_installed += 1
+        self._record(self.time, "install-snapshot", node.node_id, index)
+        node.applied = self.checker.applied_prefix(node.node_id, Index(index))
+        self.checker.on_digests(
+            node.node_id,
+            replica.container.applied_index,
+            replica.container.log_digest(),
+            replica.container.outcome_digest(),
+        )
+
+    def _store_snapshot(self, node: SimNode, meta: SnapshotMeta, data: bytes) -> None:
+        node.snapshots = [s for s in node.snapshots if s[0] != meta]
+        node.snapshots.append((meta, data))
+        node.snapshots.sort(key=lambda s: (s[0].index, s[0].term))
+        del node.snapshots[:-SNAPSHOTS_KEPT]
+        self.snapshot_archive.setdefault((node.node_id, meta), data)
+
+    def _take_snapshot(self, node: SimNode, replica: Replica) -> None:
+        meta = replica.snapshot_point()
+        if meta is None:
+            return
+        replica.snapshot_started()
+        self._store_snapshot(node, meta, replica.container.snapshot_bytes())
+        replica.snapshot_taken(meta)
+        self.snapshots_taken += 1
+        self._record(self.time, "snapshot", node.node_id, meta.index)
+
+    def _send_snapshot(
+        self, node: SimNode, replica: Replica, install: InstallSnapshot, *, repair: bool
+    ) -> None:
+        latest = node.snapshots[-1] if node.snapshots else None
+        if latest is None or latest[0] != install.snapshot:
+            # As `SnapshotManager`: only the newest stored snapshot is ever sent.
+            replica.on_snapshot_sent(install.to, succeeded=False)
+            return
+        self._send(SnapshotTransfer(install, latest[1], repair))  # type: ignore[arg-type]
+
+    def _crash_point(self, node: SimNode, batch: Batch) -> str | None:
+        if not self._should_crash_mid_batch(node, batch):
+            return None
+        return self.rng.choice((CRASH_BEFORE_BATCH, CRASH_BEFORE_SYNC, CRASH_AFTER_SYNC))
+
+    def _should_crash_mid_batch(self, node: SimNode, batch: Batch) -> bool:
+        """Whether the node dies while carrying out `batch` (scenarios override this)."""
+        return bool(self.crash_in_ready_rate) and self.rng.random() < self.crash_in_ready_rate
+
+    def _crash_mid_batch(self, node: SimNode) -> None:
+        replica = node.replica
+        assert replica is not None
+        replica.abandon()
+        self._record(self.time, "crash-mid-batch", node.node_id)
+        self.crash(node.node_id)
+        self.restart(node.node_id, after_ticks=self.rng.randint(1, 30))
 
     def _acknowledge(self, node: SimNode, entry: Entry) -> None:
-        # A client is answered when the node it proposed to applies its entry.
-        if entry.kind is not EntryKind.COMMAND:
+        # A raw proposal's proposer learns its outcome when it applies its entry.
+        if entry.kind is not EntryKind.COMMAND or not self.proposals:
             return
         for proposal in self.proposals:
             if (
-                (
-                    proposal.node_id == node.node_id
-                    and proposal.index == entry.index
-                    and proposal.incarnation == node.incarnation
-                )
+                proposal.node_id == node.node_id
+                and proposal.index == entry.index
+                and proposal.incarnation == node.incarnation
                 and proposal.term == entry.term
                 and proposal.data == entry.data
             ):
@@ -331,7 +542,10 @@ class SimCluster:
 
     def _send(self, message: Message) -> None:
         self.messages_sent += 1
-        self.messages_by_type[type(message).__name__] += 1
+        install = isinstance(message, SnapshotTransfer)
+        self.messages_by_type["InstallSnapshot" if install else type(message).__name__] += 1
+        if isinstance(message, AppendRequest):
+            self.entries_sent += len(message.entries)
         if (message.from_id, message.to) in self.blocked:
             return
         faults = self.faults
@@ -340,46 +554,91 @@ class SimCluster:
             return
         copies = 2 if faults.duplicate_rate and rng.random() < faults.duplicate_rate else 1
         for _ in range(copies):
-            if faults.long_delay_rate and rng.random() < faults.long_delay_rate:
-                delay = rng.randint(faults.delay_max, faults.long_delay_max)
-            else:
-                delay = rng.randint(faults.delay_min, faults.delay_max)
             self._messages_in_flight += 1
             assert self._messages_in_flight <= MAX_MESSAGES_IN_FLIGHT, "network flooded"
-            self._push(self.time + delay, _EVENT_DELIVER, message.to, message)
+            self._push(self.time + self._delay(), _EVENT_DELIVER, message.to, message)
+
+    def _delay(self) -> int:
+        faults, rng = self.faults, self.rng
+        if faults.long_delay_rate and rng.random() < faults.long_delay_rate:
+            return rng.randint(faults.delay_max, faults.long_delay_max)
+        return rng.randint(faults.delay_min, faults.delay_max)
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def add_client(self, client_id: int, client: SimClientDriver) -> None:
+        assert client_id not in self.clients
+        self.clients[client_id] = client
+
+    def client_send(self, client_id: int, node_id: NodeId, request: Any) -> None:
+        """A client's request leaves for `node_id` (lost or delayed as the network says)."""
+        if self.client_drop_rate and self.rng.random() < self.client_drop_rate:
+            return
+        self._push(self.time + self._delay(), _EVENT_TO_NODE, node_id, (client_id, request))
+
+    def client_wake(self, client_id: int, after_ms: int, token: int) -> None:
+        self._push(self.time + max(1, after_ms), _EVENT_CLIENT_WAKE, client_id, token)
+
+    def _to_client(
+        self, node_id: NodeId, client_id: int, message: ClientReply | PushedMessage | ClientClosed
+    ) -> None:
+        if client_id not in self.clients:
+            return
+        if (
+            not isinstance(message, ClientClosed)
+            and self.client_drop_rate
+            and self.rng.random() < self.client_drop_rate
+        ):
+            return
+        self._push(self.time + self._delay(), _EVENT_TO_CLIENT, client_id, (node_id, message))
 
     # -- faults ---------------------------------------------------------------------------
 
     def crash(self, node_id: NodeId) -> None:
         """The process dies: everything not on its disk is gone."""
         node = self.nodes[node_id]
-        if node.raw is None:
+        if node.replica is None:
             return
         self._record(self.time, "crash", node_id)
-        node.raw = None
+        self.crashes += 1
+        node.replica = None
         node.applied = []
+        node.storage.crash()
         self.proposals = [p for p in self.proposals if p.node_id != node_id]
 
     def restart(self, node_id: NodeId, after_ticks: int = 0) -> None:
         if after_ticks:
             self._push(self.time + after_ticks * TICK, _EVENT_RESTART, node_id, None)
-        elif self.nodes[node_id].raw is None:
+        elif self.nodes[node_id].replica is None:
             self._start(self.nodes[node_id])
 
     def _start(self, node: SimNode) -> None:
+        """Rebuilds a replica from what survived, as `Node.__init__` does."""
         node.incarnation += 1
-        node.applied = list(node.disk.snapshot_state)
         self.checker.on_restart(node.node_id)
         self._record(self.time, "start", node.node_id, node.incarnation)
-        config = RaftConfig(node_id=node.node_id, voters=self.ids, **self._config_kwargs)  # type: ignore[arg-type]
-        node_rng = random.Random(f"{self.seed}/{node.node_id}/{node.incarnation}")
-        node.raw = RawNode(
-            config,
-            node_rng,
-            hard_state=node.disk.hard_state,
-            entries=node.disk.restored_entries(),
-            snapshot=node.disk.snapshot,
+        snapshot = node.snapshots[-1] if node.snapshots else None
+        restored = node.storage.load(
+            snapshot_index=snapshot[0].index if snapshot else 0,
+            snapshot_term=snapshot[0].term if snapshot else None,
         )
+        replica = Replica(
+            self.node_config(node.node_id),
+            self._service_factory(),
+            clock=_Clock(self, self._clock_offsets[node.node_id]),
+            rng=random.Random(f"{self.seed}/{node.node_id}/{node.incarnation}"),
+            hard_state=restored.hard_state,
+            entries=restored.entries,
+            snapshot=snapshot,
+        )
+        node.replica = replica
+        index = replica.container.applied_index
+        node.applied = self.checker.applied_prefix(node.node_id, index)
+        if snapshot is not None:
+            container = replica.container
+            self.checker.on_digests(
+                node.node_id, index, container.log_digest(), container.outcome_digest()
+            )
 
     def disconnect(self, node_id: NodeId) -> None:
         """Cuts `node_id` off from every other node, both ways."""
@@ -410,21 +669,25 @@ class SimCluster:
     def heal(self) -> None:
         self.blocked = set()
 
-    # -- clients ---------------------------------------------------------------------------
+    # -- raw proposals (scenario tests) -------------------------------------------------------
 
     def propose(self, data: bytes, node_id: NodeId | None = None) -> Proposal | None:
-        """A client sends `data` to `node_id` (default: a current leader). Returns the
-        proposal if that node accepted it, None if it was refused."""
+        """Appends `data` as a bare log entry at `node_id` (default: a current leader),
+        below the client protocol: the scenario tests of the core use it. The service
+        container answers such an entry as malformed and changes nothing; real
+        commands come from simulated clients (clients.py). Returns the proposal if that
+        node accepted it, None if it was refused."""
         target = node_id if node_id is not None else self.leader()
-        if target is None or self.nodes[target].raw is None:
+        if target is None or self.nodes[target].replica is None:
             return None
-        raw = self.nodes[target].raw
-        assert raw is not None
+        replica = self.nodes[target].replica
+        assert replica is not None
         try:
-            first, _ = raw.propose([data])
+            first, _ = replica.raw.propose([data])
         except (NotLeaderError, ProposalDroppedError):
             return None
-        proposal = Proposal(target, raw.raft.term, first, data, self.nodes[target].incarnation)
+        incarnation = self.nodes[target].incarnation
+        proposal = Proposal(target, replica.raw.raft.term, first, data, incarnation)
         self.proposals.append(proposal)
         self._record(self.time, "propose", target, first)
         self._process(self.nodes[target])
@@ -436,8 +699,9 @@ class SimCluster:
         """The live leader with the highest term, if any."""
         best: tuple[int, NodeId] | None = None
         for node in self.nodes.values():
-            if node.raw is not None and node.raw.raft.role is Role.LEADER:
-                candidate = (node.raw.raft.term, node.node_id)
+            raw = node.raw
+            if raw is not None and raw.raft.role is Role.LEADER:
+                candidate = (raw.raft.term, node.node_id)
                 if best is None or candidate > best:
                     best = candidate
         return best[1] if best else None
@@ -454,12 +718,17 @@ class SimCluster:
         assert raw is not None, f"node {node_id} is down"
         return raw
 
+    def replica(self, node_id: NodeId) -> Replica:
+        replica = self.nodes[node_id].replica
+        assert replica is not None, f"node {node_id} is down"
+        return replica
+
     def alive(self) -> list[NodeId]:
-        return [n.node_id for n in self.nodes.values() if n.raw is not None]
+        return [n.node_id for n in self.nodes.values() if n.alive]
 
     def applied_count(self, index: Index) -> int:
         """How many live nodes have applied the entry at `index`."""
-        return sum(1 for n in self.nodes.values() if n.raw is not None and len(n.applied) >= index)
+        return sum(1 for n in self.nodes.values() if n.alive and len(n.applied) >= index)
 
     def applied_commands(self, node_id: NodeId) -> list[bytes]:
         return [e.data for e in self.nodes[node_id].applied if e.kind is EntryKind.COMMAND]
@@ -484,9 +753,15 @@ class SimCluster:
         missing = []
         for index, data in sorted(self.acknowledged.items()):
             for node in self.nodes.values():
-                if node.raw is None:
+                if not node.alive:
                     continue
                 if len(node.applied) < index or node.applied[index - 1].data != data:
                     missing.append(index)
                     break
         return missing
+
+
+def _load_service(spec: str) -> Callable[[], Service]:
+    from phalanx.server.config import load_service_class
+
+    return load_service_class(spec)

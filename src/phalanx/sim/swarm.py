@@ -1,9 +1,30 @@
-"""Swarm simulation: each seed picks its own fault mix, runs a cluster through a
-fault phase with clients, heals everything, and checks liveness.
+"""Swarm simulation: each seed picks its own fault mix, runs a cluster of the shipped
+replicas through a fault phase with clients, heals everything, probes the cluster and
+checks every invariant.
 
 Swarm testing (Groce et al., 2012) varies which faults are enabled per run rather than
 enabling all of them at once: a run with only one-way partitions and no drops reaches
 states that a run drowning in every fault never does.
+
+What each seed checks, beyond the checkers that run after every event (checkers.py):
+
+* Exactly-Once: no replica's service ever applied one client operation twice.
+* Money Conservation (bank seeds): every replica's accounts always hold the money
+  they opened with.
+* Durability: every operation a client was told succeeded is applied on every replica.
+* Linearizability: the clients' history, judged by `phalanx.check`.
+* Replay Equivalence: a replica rebuilt from any snapshot any node stored, plus the
+  log, reaches the live replicas' log, outcome and state digests.
+* Liveness: after healing, the cluster converges and every client operation ends.
+* Disruption (PreVote): a follower cut off for several election timeouts, then let
+  back, does not depose a healthy leader.
+* CheckQuorum: a leader cut off from every follower steps down within two election
+  timeouts.
+* Message Economy: in a quiet, healthy cluster, a committed entry travels to each
+  follower about once (a leader re-sending what followers hold is a bug).
+
+Anything else that escapes the run (an assertion inside the core, the replica or the
+container) fails the seed too, with the same reproduce command.
 """
 
 from __future__ import annotations
@@ -11,16 +32,33 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from phalanx.core.types import NodeId
+from phalanx.check.history import build_history
+from phalanx.check.linearizability import Verdict, check_history
+from phalanx.check.models import BankModel, KvModel
+from phalanx.core.raft import Role
+from phalanx.core.types import Index, NodeId
+from phalanx.server.replica import container_limits_for
+from phalanx.service.container import ServiceContainer
 from phalanx.sim.checkers import InvariantViolation
-from phalanx.sim.cluster import TICK, NetworkFaults, SimCluster
-from phalanx.sim.replay import check_replay
+from phalanx.sim.clients import History, SimClient
+from phalanx.sim.cluster import TICK, NetworkFaults, SimCluster, SimSettings
+from phalanx.sim.services import BANK_ACCOUNTS, SimBank, SimKV
 
 #: No run may take longer than this to converge after healing.
 HEAL_TICKS_MAX = 20_000
+#: Seconds the linearizability search may take per seed before it says "unknown".
+CHECK_BUDGET_S = 10.0
+#: Election timeouts a follower stays cut off in the disruption probe.
+DISRUPTION_ISOLATED_TIMEOUTS = 4
+#: Operations one client runs in the message-economy probe, and ticks they may take.
+PROBE_OPERATIONS = 10
+PROBE_TICKS_MAX = 2000
+#: Entries a quiet cluster may send per committed entry and follower (1 is ideal).
+ENTRIES_SENT_PER_COMMIT_MAX = 2
 
 NEMESIS_ACTIONS = (
     "partition-halves",
@@ -40,13 +78,19 @@ class FaultMix:
     actions: tuple[str, ...]
     nemesis_every_ticks: int
     crash_in_ready_rate: float
-    proposals_per_tick: float
     #: 1 byte means one entry per AppendEntries: commit points then fall between
     #: entries of different terms, where the Figure 8 rule matters.
     max_message_bytes: int
     max_inflight_messages: int
     snapshot_every: int
     compaction_margin: int
+    checkpoint_every: int
+    max_replies_per_session: int
+    workload: str
+    clients: int
+    lanes: int
+    client_drop_rate: float
+    timer_rate: float
 
     @staticmethod
     def pick(rng: random.Random) -> FaultMix:
@@ -61,12 +105,18 @@ class FaultMix:
             network=network,
             actions=actions,
             nemesis_every_ticks=rng.randint(5, 40),
-            crash_in_ready_rate=rng.choice((0.0, 0.0, 0.001, 0.01)),
-            proposals_per_tick=rng.choice((0.2, 1.0, 3.0)),
+            crash_in_ready_rate=rng.choice((0.0, 0.0, 0.001, 0.01, 0.03)),
             max_message_bytes=rng.choice((1, 200, 64 * 1024)),
             max_inflight_messages=rng.choice((1, 4, 64)),
-            snapshot_every=rng.choice((0, 0, 5, 20, 50)),
+            snapshot_every=rng.choice((0, 5, 20, 50)),
             compaction_margin=rng.choice((0, 2, 10)),
+            checkpoint_every=rng.choice((3, 10, 25)),
+            max_replies_per_session=rng.choice((2, 4, 64)),
+            workload=rng.choice(("kv", "kv", "bank")),
+            clients=rng.randint(1, 4),
+            lanes=rng.randint(1, 3),
+            client_drop_rate=rng.choice((0.0, 0.0, 0.02, 0.1)),
+            timer_rate=rng.choice((0.0, 0.1)),
         )
 
     def describe(self) -> str:
@@ -74,9 +124,12 @@ class FaultMix:
         return (
             f"drop={n.drop_rate} dup={n.duplicate_rate} long-delay={n.long_delay_rate} "
             f"delay<={n.delay_max} nemesis/{self.nemesis_every_ticks}t={','.join(self.actions)} "
-            f"crash-in-ready={self.crash_in_ready_rate} load={self.proposals_per_tick}/t "
-            f"msg-bytes={self.max_message_bytes} inflight={self.max_inflight_messages} "
-            f"snapshot-every={self.snapshot_every} margin={self.compaction_margin}"
+            f"crash-in-ready={self.crash_in_ready_rate} msg-bytes={self.max_message_bytes} "
+            f"inflight={self.max_inflight_messages} snapshot-every={self.snapshot_every} "
+            f"margin={self.compaction_margin} checkpoint-every={self.checkpoint_every} "
+            f"replies/session={self.max_replies_per_session} workload={self.workload} "
+            f"clients={self.clients}x{self.lanes} client-drop={self.client_drop_rate} "
+            f"timers={self.timer_rate}"
         )
 
 
@@ -91,34 +144,80 @@ class SeedResult:
     committed: int
     acknowledged: int
     mix: str
+    snapshots: int = 0
+    replays: int = 0
+    operations: int = 0
+    linearizable: str = ""
 
     @property
     def ok(self) -> bool:
         return self.violation is None
 
 
+@dataclass
+class _Run:
+    cluster: SimCluster
+    history: History
+    clients: list[SimClient]
+    mix: FaultMix
+    replays: int = 0
+    linearizable: str = ""
+
+
 def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int = 200) -> SeedResult:
     rng = random.Random(f"swarm/{seed}/{nodes}")
     mix = FaultMix.pick(rng)
-    cluster = SimCluster(
-        nodes,
-        seed,
-        faults=mix.network,
+    settings = SimSettings(
         max_message_bytes=mix.max_message_bytes,
         max_inflight_messages=mix.max_inflight_messages,
         snapshot_every=mix.snapshot_every,
         compaction_margin=mix.compaction_margin,
+        checkpoint_every=mix.checkpoint_every,
+        max_replies_per_session=mix.max_replies_per_session,
+        service=f"phalanx.sim.services:{'SimBank' if mix.workload == 'bank' else 'SimKV'}",
     )
+    cluster = SimCluster(nodes, seed, faults=mix.network, settings=settings)
     cluster.crash_in_ready_rate = mix.crash_in_ready_rate
+    cluster.client_drop_rate = mix.client_drop_rate
+    history = History()
+    clients = [
+        SimClient(
+            client_id,
+            cluster,
+            history,
+            random.Random(f"swarm/{seed}/client/{client_id}"),
+            workload=mix.workload,
+            lanes=mix.lanes,
+            operations=1_000_000,
+            timer_rate=mix.timer_rate,
+        )
+        for client_id in range(1, mix.clients + 1)
+    ]
+    run = _Run(cluster, history, clients, mix)
+    cluster.service_checks.append(_check_service)
     violation: str | None = None
     try:
+        for client in clients:
+            client.start()
         _fault_phase(cluster, rng, mix, fault_ticks)
-        _heal_phase(cluster, rng, mix, heal_ticks)
+        for client in clients:
+            client.operations_left = 0  # finish what is in flight, start nothing new
+        _heal_phase(run, heal_ticks)
+        _probe_message_economy(run)
+        _probe_disruption(run, rng)
+        _probe_check_quorum(run, rng)
         cluster.check_log_matching()
-        # The service container the nodes run, on a history of this seed's own.
-        check_replay(seed)
+        _check_durability(run)
+        _check_replay(run)
+        _check_linearizable(run)
     except InvariantViolation as error:
         violation = str(error)
+    except Exception as error:  # an assertion inside the code under test is a finding
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        violation = (
+            f"Internal Error at t={cluster.time}: {type(error).__name__}: {error} "
+            f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno} in {where.name})"
+        )
     leader = cluster.leader()
     committed = cluster.raw(leader).raft.log.committed if leader is not None else 0
     return SeedResult(
@@ -129,67 +228,261 @@ def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int =
         ticks=cluster.ticks,
         events=cluster.events,
         committed=committed,
-        acknowledged=len(cluster.acknowledged),
+        acknowledged=len(history.acknowledged),
         mix=mix.describe(),
+        snapshots=cluster.snapshots_taken,
+        replays=run.replays,
+        operations=sum(client.completed for client in clients),
+        linearizable=run.linearizable,
     )
 
 
-def _propose_some(cluster: SimCluster, rng: random.Random, rate: float, counter: list[int]) -> None:
-    count = int(rate) + (1 if rng.random() < rate - int(rate) else 0)
-    for _ in range(count):
-        counter[0] += 1
-        cluster.propose(f"cmd-{counter[0]}".encode())
+def _check_service(node: NodeId, service: object) -> None:
+    """Service invariants, after every batch a replica applied."""
+    if isinstance(service, SimKV | SimBank) and service.once.twice:
+        raise InvariantViolation(
+            "Exactly-Once",
+            f"node {node} applied operation {service.once.twice[0]} twice",
+            0,
+        )
+    if isinstance(service, SimBank):
+        total = service.total()
+        if total != sum(BANK_ACCOUNTS.values()):
+            raise InvariantViolation(
+                "Money Conservation", f"node {node}'s accounts hold {total}", 0
+            )
 
 
 def _fault_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, fault_ticks: int) -> None:
-    counter = [0]
     for tick in range(fault_ticks):
         if tick and tick % mix.nemesis_every_ticks == 0:
             _nemesis(cluster, rng, rng.choice(mix.actions))
-        _propose_some(cluster, rng, mix.proposals_per_tick, counter)
         cluster.run_ticks(1)
 
 
-def _heal_phase(cluster: SimCluster, rng: random.Random, mix: FaultMix, heal_ticks: int) -> None:
-    """Heals every fault, then requires convergence: a leader, and every acknowledged
-    entry applied on every node. A slow configuration (one entry per message) may take
-    long to catch up, so the bound is on stalls: `heal_ticks` without any progress
-    (see `_total_progress`) is a liveness failure, and so is not converging by the
-    hard cap."""
+def _heal_phase(run: _Run, heal_ticks: int) -> None:
+    """Heals every fault, then requires convergence: a leader, every committed entry
+    applied on every node, every acknowledged raw proposal applied, and every client
+    operation finished. A slow configuration (one entry per message) may take long to
+    catch up, so the bound is on stalls: `heal_ticks` without any progress (see
+    `_total_progress`) is a liveness failure, and so is not converging by the hard cap."""
+    cluster = run.cluster
     cluster.heal()
     cluster.faults = NetworkFaults()
     cluster.crash_in_ready_rate = 0.0
+    cluster.client_drop_rate = 0.0
     for node_id in cluster.ids:
         cluster.restart(node_id)
+    _converge(run, heal_ticks, "after healing")
+
+
+def _converge(run: _Run, heal_ticks: int, when: str) -> None:
+    cluster = run.cluster
     hard_cap = cluster.time + HEAL_TICKS_MAX * TICK
     last_progress_time = cluster.time
-    progress = _total_progress(cluster)
+    progress = _total_progress(run)
     while cluster.time < hard_cap and cluster.time - last_progress_time < heal_ticks * TICK:
         cluster.run_ticks(1)
-        if cluster.converged() and not cluster.missing_acknowledged():
+        if _settled(run):
             return
-        now = _total_progress(cluster)
+        now = _total_progress(run)
         if now > progress:
             progress = now
             last_progress_time = cluster.time
+    busy = [c.client_id for c in run.clients if c._busy_lanes]
     cluster.checker.fail(
         "Liveness",
-        f"after healing, no convergence (leader={cluster.leader()}, missing acknowledged "
-        f"entries={cluster.missing_acknowledged()[:5]}, stalled for "
-        f"{(cluster.time - last_progress_time) // TICK} ticks)",
+        f"{when}, no convergence (leader={cluster.leader()}, missing acknowledged "
+        f"entries={cluster.missing_acknowledged()[:5]}, clients still busy={busy}, "
+        f"stalled for {(cluster.time - last_progress_time) // TICK} ticks)",
     )
 
 
-def _total_progress(cluster: SimCluster) -> int:
+def _settled(run: _Run) -> bool:
+    cluster = run.cluster
+    return (
+        cluster.converged()
+        and not cluster.missing_acknowledged()
+        and not any(client._busy_lanes for client in run.clients)
+    )
+
+
+def _total_progress(run: _Run) -> int:
     """Grows whenever anything moves towards convergence: entries applied, logs
-    growing, or the leader learning that followers match more of its log (a backlog
-    may need many ticks of replication before the next commit)."""
+    growing, the leader learning that followers match more of its log (a backlog may
+    need many ticks of replication before the next commit), operations ending."""
+    cluster = run.cluster
     total = sum(len(node.applied) for node in cluster.nodes.values())
+    total += sum(client.completed for client in run.clients)
     for node in cluster.nodes.values():
         if node.raw is not None:
             total += node.raw.raft.log.last_index()
             total += sum(p.match for p in node.raw.raft.progress.values())
     return total
+
+
+def _stable_leader(run: _Run) -> NodeId:
+    cluster = run.cluster
+    leader = cluster.leader()
+    if leader is None:
+        cluster.checker.fail("Liveness", "no leader after convergence")
+    assert leader is not None
+    return leader
+
+
+def _probe_message_economy(run: _Run) -> None:
+    """A quiet, healthy cluster: one client writes one command after another; each
+    committed entry should reach each follower about once."""
+    cluster = run.cluster
+    if len(cluster.ids) < 2:
+        return
+    # Messages held back by the fault phase's long delays arrive late and out of order,
+    # and a follower rightly rejects what they carry: let them drain first.
+    cluster.run_ticks(NetworkFaults().long_delay_max // TICK + 1)
+    leader = _stable_leader(run)
+    before_sent = cluster.entries_sent
+    before_commit = cluster.raw(leader).raft.log.committed
+    client = run.clients[0]
+    target = client.completed + PROBE_OPERATIONS
+    client.operations_left = PROBE_OPERATIONS
+    client.start()
+    for _ in range(PROBE_TICKS_MAX):
+        cluster.run_ticks(1)
+        if client.completed >= target and _settled(run):
+            break
+    else:
+        cluster.checker.fail(
+            "Liveness",
+            f"a quiet cluster did not finish {PROBE_OPERATIONS} operations of one client in "
+            f"{PROBE_TICKS_MAX} ticks ({client.completed - target + PROBE_OPERATIONS} done)",
+        )
+    if cluster.leader() != leader:
+        return  # not quiet after all (a probe needs a stable leader to mean anything)
+    committed = cluster.raw(leader).raft.log.committed - before_commit
+    sent = cluster.entries_sent - before_sent
+    followers = len(cluster.ids) - 1
+    allowed = ENTRIES_SENT_PER_COMMIT_MAX * followers * max(committed, 1) + 2 * followers
+    if sent > allowed:
+        cluster.checker.fail(
+            "Message Economy",
+            f"leader {leader} sent {sent} entries to {followers} followers for {committed} "
+            f"commits in a quiet cluster (at most {allowed})",
+        )
+
+
+def _probe_disruption(run: _Run, rng: random.Random) -> None:
+    """PreVote: a follower cut off for a while, then let back, must not depose a healthy
+    leader (without PreVote it would come back with a higher term and force an
+    election)."""
+    cluster = run.cluster
+    if len(cluster.ids) < 3 or not cluster.settings.pre_vote:
+        return
+    leader = _stable_leader(run)
+    term = cluster.raw(leader).raft.term
+    follower = rng.choice([n for n in cluster.ids if n != leader])
+    timeout = cluster.settings.election_timeout_ticks
+    cluster.disconnect(follower)
+    cluster.run_ticks(DISRUPTION_ISOLATED_TIMEOUTS * 2 * timeout)
+    cluster.connect(follower)
+    cluster.run_ticks(4 * timeout)
+    raw = cluster.raw(leader)
+    if raw.raft.role is not Role.LEADER or raw.raft.term != term:
+        cluster.checker.fail(
+            "Disruption",
+            f"node {follower}, cut off and let back, deposed healthy leader {leader} "
+            f"(term {term} -> {raw.raft.term}, now {raw.raft.role.value})",
+        )
+
+
+def _probe_check_quorum(run: _Run, rng: random.Random) -> None:
+    """CheckQuorum: a leader that hears from no follower steps down within two election
+    timeouts (so clients stop waiting on a leader that cannot commit)."""
+    cluster = run.cluster
+    if len(cluster.ids) < 2 or not cluster.settings.check_quorum:
+        return
+    leader = _stable_leader(run)
+    timeout = cluster.settings.election_timeout_ticks
+    cluster.disconnect(leader)
+    cluster.run_ticks(2 * timeout + 1)
+    raw = cluster.raw(leader)
+    if raw.raft.role is Role.LEADER and raw.raft.term == cluster.raw(leader).raft.term:
+        still = raw.raft.role is Role.LEADER
+        if still:
+            cluster.checker.fail(
+                "CheckQuorum",
+                f"leader {leader}, cut off from every follower, still leads term "
+                f"{raw.raft.term} after {2 * timeout + 1} ticks",
+            )
+    cluster.heal()
+    _converge(run, 200, "after the CheckQuorum probe")
+
+
+def _check_durability(run: _Run) -> None:
+    """Every operation a client was told succeeded is applied on every live replica."""
+    cluster = run.cluster
+    for node_id in cluster.alive():
+        service = cluster.replica(node_id).service
+        assert isinstance(service, SimKV | SimBank)
+        applied = service.once.applied
+        for op_id in run.history.acknowledged:
+            if op_id not in applied:
+                cluster.checker.fail(
+                    "Durability",
+                    f"operation {op_id} was acknowledged to its client, but node {node_id} "
+                    "never applied it",
+                )
+
+
+def _check_replay(run: _Run) -> None:
+    """Rebuilds a replica from every snapshot any node stored, plus the log, and
+    compares its digests with a live replica's at the same index."""
+    cluster = run.cluster
+    live = cluster.replica(cluster.alive()[0])
+    target = live.container.applied_index
+    want = (
+        live.container.log_digest(),
+        live.container.outcome_digest(),
+        live.container.state_digest(),
+    )
+    factory = SimBank if isinstance(live.service, SimBank) else SimKV
+    limits = container_limits_for(live.config)
+    archive = sorted(
+        cluster.snapshot_archive.items(),
+        key=lambda item: (item[0][0], item[0][1].index, item[0][1].term),
+    )
+    for (node_id, meta), data in archive:
+        if meta.index > target:
+            continue
+        container = ServiceContainer(factory(), limits)
+        container.restore(data)
+        entries = [cluster.checker.applied[Index(i)] for i in range(meta.index + 1, target + 1)]
+        container.apply_batch(entries)
+        got = (container.log_digest(), container.outcome_digest(), container.state_digest())
+        run.replays += 1
+        if got != want:
+            names = ("log", "outcome", "state")
+            differ = [name for name, a, b in zip(names, got, want, strict=True) if a != b]
+            cluster.checker.fail(
+                "Replay Equivalence",
+                f"node {node_id}'s snapshot at index {meta.index} plus the log rebuilds a "
+                f"replica whose {', '.join(differ)} digest differs from the live ones' at "
+                f"index {target}",
+            )
+
+
+def _check_linearizable(run: _Run) -> None:
+    history = build_history(run.history.events, "swarm")
+    model = BankModel(dict(BANK_ACCOUNTS)) if run.mix.workload == "bank" else KvModel()
+    result = check_history(history, model, budget_seconds=CHECK_BUDGET_S)
+    run.linearizable = result.verdict.value
+    if result.verdict is Verdict.NOT_LINEARIZABLE:
+        failure = result.failure
+        detail = failure.operation.describe() if failure is not None else ""
+        run.cluster.checker.fail(
+            "Linearizability",
+            f"the clients' history ({len(history.operations)} operations) is not "
+            f"linearizable: {detail}",
+        )
 
 
 def _nemesis(cluster: SimCluster, rng: random.Random, action: str) -> None:
