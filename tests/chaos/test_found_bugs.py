@@ -38,7 +38,7 @@ def test_node_command_starts_the_node_it_was_given(
             "data": str(tmp_path / "node-1"),
             "service": "phalanx.examples.kv:KeyValue",
             "raft": {"election_timeout_ticks": 40, "heartbeat_interval_ticks": 4},
-            "unsafe_local_reads": True,
+            "auto_repair": True,
         }
     )
     started: list[NodeConfig] = []

@@ -1,7 +1,7 @@
 """What a newcomer reads first (issue 11, item 7): `import phalanx` gives the client,
 its errors and `Service`; `phalanx --version`; every flag of every command names its
 default in `--help`; every key of a node's TOML file is in docs/configuration.md,
-with its default."""
+with its default, and every key a node no longer reads as removed."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import phalanx.client
 import phalanx.client.errors
 import phalanx.service
 from phalanx.cli import HelpFormatter, build_parser, help_with_default
-from phalanx.server.config import RAFT_SETTINGS, NodeConfig, setting_key
+from phalanx.server.config import RAFT_SETTINGS, REMOVED_KEYS, NodeConfig, setting_key
 
 from .helpers import PHALANX_MODULE, run
 
@@ -107,6 +107,8 @@ def test_every_node_setting_is_documented_with_its_default() -> None:
         key = setting_key(field.name)
         expected[key] = field.default
         assert key in documented, f"docs/configuration.md does not list {key!r}"
+    for key in REMOVED_KEYS:
+        assert documented.pop(key, None) == "removed", f"docs do not list {key!r} as removed"
     assert sorted(documented) == sorted(expected), "docs list keys NodeConfig does not have"
     for key, default in expected.items():
         cell = documented[key]

@@ -16,6 +16,7 @@ from phalanx.server.config import (
     DEPRECATED_TOP_LEVEL_RAFT_KEYS,
     INTEGER_RANGES,
     RAFT_SETTINGS,
+    REMOVED_KEYS,
     NodeConfig,
     build_config,
     config_from_toml,
@@ -203,3 +204,21 @@ def test_an_unknown_key_in_raft_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as error:
         build_config({**GOOD, "colour": "blue"})
     assert "tick_ms" in error.value.problem and "[raft]" in error.value.problem
+
+
+def test_a_file_with_unsafe_local_reads_is_refused_and_told_where_it_went(
+    tmp_path: Path,
+) -> None:
+    # The deliberately stale read path left the node for `phalanx chaos` (chaos/stale_reads.py).
+    assert "unsafe_local_reads" not in {f.name for f in dataclasses.fields(NodeConfig)}
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'id = 1\nmembers = "1=127.0.0.1:7101"\ndata = "/tmp/x"\n'
+        'service = "phalanx.examples.kv:KeyValue"\nunsafe_local_reads = false\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        config_from_toml(path, {})
+    assert error.value.setting == "unsafe_local_reads"
+    assert "phalanx chaos --unsafe-local-reads" in str(error.value)
+    assert "delete the key" in error.value.problem
+    assert set(REMOVED_KEYS).isdisjoint(f.name for f in dataclasses.fields(NodeConfig))

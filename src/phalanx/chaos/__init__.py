@@ -14,8 +14,13 @@ history must be linearizable (or satisfy the set checks), no acknowledged write 
 be lost, and every replica must hold the same log and state. `report` draws the
 timeline and the latencies into one self-contained HTML page.
 
+With `--unsafe-local-reads` the nodes are `stale_reads.StaleReadNode`s, which answer
+reads from their own state: broken on purpose, so that the checker has stale reads to
+catch. That read path exists only here, never in the production node.
+
 Layers: this package uses `phalanx.client`, `phalanx.check` and the node's
-configuration (`phalanx.server.config`); nodes are separate processes.
+configuration (`phalanx.server.config`); nodes are separate processes (only
+`stale_reads`, which runs in them, imports the node itself).
 See docs/chaos.md.
 """
 

@@ -9,6 +9,10 @@ through the proxies of a `proxy.ProxyMesh`, so that partitions act outside the n
 each node's configuration lists its peers at the addresses of the proxies that carry
 its outbound links, and itself at its real address. Clients use the real addresses.
 
+With `unsafe_local_reads` every node runs as a `stale_reads.StaleReadNode`, which
+answers reads from its own state (broken on purpose, for the checker to catch): the
+same configuration, started by `stale_read_node_command` instead of `phalanx node`.
+
 `close()` always leaves nothing behind: it resumes paused nodes (a stopped process
 would sit on SIGTERM), asks every node to stop, and kills whatever has not stopped
 within `STOP_TIMEOUT_S`. The proxies are closed by `close_proxies()`, which must run
@@ -26,19 +30,39 @@ from typing import Any
 from phalanx.chaos.proxy import Link, ProxyMesh
 from phalanx.client import AsyncClient
 from phalanx.core.types import NodeId
-from phalanx.server.local import STOP_TIMEOUT_S, LocalCluster, leader_of
+from phalanx.server.config import NodeConfig
+from phalanx.server.local import STOP_TIMEOUT_S, LocalCluster, leader_of, node_command
 from phalanx.transport.wire import NodeStatus
 
 __all__ = ["STOP_TIMEOUT_S", "ChaosCluster", "leader_of"]
 
 STATUS_TIMEOUT_S = 0.5
+#: The module that runs a node answering reads from its own state.
+STALE_READS_MODULE = "phalanx.chaos.stale_reads"
+
+
+def stale_read_node_command(config: NodeConfig) -> list[str]:
+    """`node_command(config)` (the same TOML file), run as a `StaleReadNode`."""
+    argv = node_command(config)
+    assert argv[2:4] == ["phalanx", "node"], f"node_command changed its argv: {argv}"
+    return [argv[0], "-m", STALE_READS_MODULE, *argv[4:]]
 
 
 class ChaosCluster(LocalCluster):
-    """`nodes` node processes of `service`; node id `i + 1` is at index `i`."""
+    """`nodes` node processes of `service`; node id `i + 1` is at index `i`. With
+    `unsafe_local_reads` they answer reads from their own state (stale_reads.py)."""
 
-    def __init__(self, root: Path, nodes: int, service: str, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        nodes: int,
+        service: str,
+        settings: dict[str, Any],
+        *,
+        unsafe_local_reads: bool = False,
+    ) -> None:
         super().__init__(root, nodes, services=service, settings=settings)
+        self.unsafe_local_reads = unsafe_local_reads
         self.mesh = ProxyMesh([config.address for config in self.configs])
 
     @property
@@ -64,8 +88,11 @@ class ChaosCluster(LocalCluster):
 
     def start(self, index: int, argv: Sequence[str] | None = None) -> None:
         """Starts node `index` unless it runs (the nemesis and the healing may both ask)."""
-        if not self.running(index):
-            super().start(index, argv)
+        if self.running(index):
+            return
+        if argv is None and self.unsafe_local_reads:
+            argv = stale_read_node_command(self.configs[index])
+        super().start(index, argv)
 
     def set_cut(self, links: frozenset[Link]) -> None:
         self.mesh.set_cut(links)

@@ -168,13 +168,15 @@ async def execute(
     """
     root = options.out / "cluster"
     root.mkdir(parents=True, exist_ok=True)
-    settings: dict[str, Any] = {"unsafe_local_reads": options.unsafe_local_reads}
+    settings: dict[str, Any] = {}
     if options.tick_ms is not None:
         settings["tick_ms"] = options.tick_ms
     if options.election_timeout_ticks is not None:
         settings["raft"] = {"election_timeout_ticks": options.election_timeout_ticks}
     service = make_workload(options.workload).service
-    cluster = ChaosCluster(root, options.nodes, service, settings)
+    cluster = ChaosCluster(
+        root, options.nodes, service, settings, unsafe_local_reads=options.unsafe_local_reads
+    )
     if started is not None:
         started.append(cluster)
     try:

@@ -95,9 +95,6 @@ class Bank(Service):
             self._check_invariants()
         return reply
 
-    def is_read_only(self, command: Any) -> bool:
-        return isinstance(command, dict) and command.get("op") in ("balance", "balances", "total")
-
     def restore(self, snapshot: Any) -> None:
         self._balances = dict(snapshot["accounts"])
         self._deposited = int(snapshot["deposited"])

@@ -101,9 +101,6 @@ class KeyValue(Service):
         except Rejected as rejected:
             return rejected.reply
 
-    def is_read_only(self, command: Any) -> bool:
-        return isinstance(command, dict) and command.get("op") == "get"
-
     def state(self) -> dict[str, Any]:
         """The whole store, keys sorted."""
         return {key: self._store[key] for key in sorted(self._store)}

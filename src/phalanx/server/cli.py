@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from phalanx.core.types import SnapshotMeta
+    from phalanx.server.node import Node
     from phalanx.server.replay import Rebuilds, Rebuilt
 
 log = logging.getLogger("phalanx.node")
@@ -95,35 +96,41 @@ def _register_node(subparsers: Any) -> None:
         description="Runs one node. Settings come from the flags, or from a TOML file "
         "(--config, keys in docs/configuration.md) that the flags override.",
     )
+    add_node_arguments(node)
+    node.set_defaults(func=run_node)
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `phalanx node`, for a program that starts a node of its own with
+    `run_node` (a test harness's `Node` subclass)."""
     needed = "no default: required here or in --config"
-    node.add_argument("--id", type=int, help=f"this node's id in --members ({needed})")
-    node.add_argument(
+    parser.add_argument("--id", type=int, help=f"this node's id in --members ({needed})")
+    parser.add_argument(
         "--members",
         help=f"ID=HOST:PORT,... for every member; IPv6 as ID=[::1]:PORT ({needed})",
     )
-    node.add_argument("--data", help=f"this node's data directory ({needed})")
-    node.add_argument(
+    parser.add_argument("--data", help=f"this node's data directory ({needed})")
+    parser.add_argument(
         "--service",
         help="MODULE:CLASS of the service; MODULE may be a .py file in the current "
         f"directory ({needed})",
     )
-    node.add_argument(
+    parser.add_argument(
         "--cluster-id",
         dest="cluster_id",
         help=f"cluster id (default: {NodeConfig.cluster_id}, or --config's)",
     )
-    node.add_argument(
+    parser.add_argument(
         "--tick-ms",
         dest="tick_ms",
         type=int,
         help=f"Raft tick in ms (default: {NodeConfig.tick_ms}, or --config's)",
     )
-    node.add_argument(
+    parser.add_argument(
         "--config",
         type=Path,
         help="TOML file with these settings and more (default: flags only)",
     )
-    node.set_defaults(func=run_node)
 
 
 def _register_cluster(subparsers: Any) -> None:
@@ -225,14 +232,20 @@ def _admin_parser(
 # -- phalanx node ------------------------------------------------------------------------------
 
 
-def run_node(args: argparse.Namespace) -> int:
+def run_node(args: argparse.Namespace, node_class: type[Node] | None = None) -> int:
+    """Runs one node until it is told to stop; returns the exit code. `node_class`
+    (default `Node`) is for a test harness that runs a subclass of its own; that
+    harness also sees to the hash seed, as `phalanx node` does here."""
     # First of all: a node must hash strings as every other replica does (see
     # determinism.py); this re-executes the process unless it already runs so. Only a
     # process started as `phalanx node` is re-executed: another program calling main()
     # (a test) has argv of its own, which `python -m phalanx` would misread.
     if sys.argv[1:2] == ["node"]:
         ensure_fixed_hash_seed(sys.argv[1:])
-    from phalanx.server.node import Node
+    if node_class is None:
+        from phalanx.server import node as node_module
+
+        node_class = node_module.Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _importable_from_cwd()
@@ -248,7 +261,7 @@ def run_node(args: argparse.Namespace) -> int:
         message = f"cannot listen on {format_address(host, port)}: {listen_error.strerror}"
         return _refuse("node", f"{message}; {reason}" if reason else message, EXIT_REFUSED)
     try:
-        node = Node(config)
+        node = node_class(config)
     except ConfigError as error:  # e.g. members that differ from the data directory's
         return _refuse("node", _explained(error), EXIT_USAGE)
     except StorageError as error:

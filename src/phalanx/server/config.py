@@ -2,7 +2,8 @@
 
 Every bad value raises `ConfigError` naming the setting, so `phalanx node` can refuse
 to start with a message the operator can act on: an unknown key names the valid ones,
-a value out of range names the range.
+a removed key says what replaced it (`REMOVED_KEYS`), a value out of range names the
+range.
 
 Every setting of the core's `RaftConfig` but the node id and the voters (which come
 from `id` and `members`) is an operator's setting, in the file's `[raft]` table. They
@@ -47,6 +48,13 @@ DEPRECATED_TOP_LEVEL_RAFT_KEYS = (
 )
 #: TOML keys that differ from the `NodeConfig` field they set.
 TOML_KEYS = {"node_id": "id", "data_dir": "data"}
+#: Keys a node no longer reads, with what to do instead: a file that still sets one is
+#: refused with that advice rather than the bare "unknown setting".
+REMOVED_KEYS = {
+    "unsafe_local_reads": "no longer a node setting: the deliberately stale reads moved "
+    "to `phalanx chaos --unsafe-local-reads` (docs/chaos.md), which starts test nodes "
+    "of its own; delete the key from this file",
+}
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,6 @@ class NodeConfig:
     #: already holds a log: only for a directory written before phalanx recorded them,
     #: and only with the members it was written with.
     adopt_identity: bool = False
-    #: BROKEN ON PURPOSE: any node answers read-only commands from its own state,
-    #: bypassing the log, so reads may be stale. Exists only so fault tests can show
-    #: the linearizability checker catching it. Never enable it in production.
-    unsafe_local_reads: bool = False
 
     # -- the [raft] table: `RaftConfig`'s settings, by the same names (RAFT_SETTINGS) --
     #: A follower campaigns after 15-30 silent ticks (150-300 ms by default) and the
@@ -307,6 +311,9 @@ def _refuse_unknown_keys(values: dict[str, Any]) -> None:
     top_level = sorted({TOML_KEYS.get(name, name) for name in fields - set(RAFT_SETTINGS)})
     known = fields | {"id", "data"}
     unknown = sorted(set(values) - known)
+    for key in unknown:
+        if key in REMOVED_KEYS:
+            raise ConfigError(key, REMOVED_KEYS[key])
     if unknown:
         valid = ", ".join(top_level)
         raise ConfigError(unknown[0], f"unknown setting; valid keys: {valid} and the [raft] table")

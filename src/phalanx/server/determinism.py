@@ -23,15 +23,15 @@ def hash_seed_is_fixed() -> bool:
     return os.environ.get(_ENVIRONMENT) == HASH_SEED and not sys.flags.hash_randomization
 
 
-def ensure_fixed_hash_seed(argv: list[str]) -> None:
-    """Re-executes `python -m phalanx ARGV` with the fixed seed unless this process
+def ensure_fixed_hash_seed(argv: list[str], module: str = "phalanx") -> None:
+    """Re-executes `python -m MODULE ARGV` with the fixed seed unless this process
     already runs with it; returns only when it does."""
     if hash_seed_is_fixed():
         return
     environment = dict(os.environ, **{_ENVIRONMENT: HASH_SEED})
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "phalanx", *argv], environment)
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], environment)
 
 
 def with_fixed_hash_seed(environment: dict[str, str] | None = None) -> dict[str, str]:

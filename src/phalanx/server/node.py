@@ -39,8 +39,6 @@ import resource
 import time
 from typing import Any
 
-import msgspec
-
 from phalanx.core.messages import InstallSnapshot, Message
 from phalanx.core.types import SnapshotMeta
 from phalanx.server.config import NodeConfig, load_service_class
@@ -57,11 +55,8 @@ from phalanx.transport.tcp import (
     NodeTransport,
 )
 from phalanx.transport.wire import (
-    ClientReply,
-    CommandRequest,
     NodeStatus,
     RepairRequest,
-    ReplyStatus,
     SnapshotChunk,
     SnapshotOffer,
     SnapshotReply,
@@ -276,32 +271,11 @@ class Node:
         if isinstance(message, RepairRequest):
             note = self.replica.request_repair()
             connection.send(SnapshotReply(message.request_id, 0, 0, note))
-        elif (
-            self.config.unsafe_local_reads
-            and self.replica.diverged is None
-            and self._answer_locally(connection, message)
-        ):
-            return
         else:
             self.replica.on_client_request(connection, message)
         self._carry_out_outbox()
         if self.replica.has_work():
             self._wake.set()
-
-    def _answer_locally(self, connection: Connection, message: ClientRequestMessage) -> bool:
-        """The deliberately broken read path of `unsafe_local_reads`."""
-        if not isinstance(message, CommandRequest):
-            return False
-        try:
-            command = msgspec.msgpack.decode(message.payload)
-        except (msgspec.DecodeError, ValueError):
-            return False
-        service = self.replica.service
-        if not service.is_read_only(command):
-            return False
-        reply = msgspec.msgpack.encode(service.apply(command))
-        connection.send(ClientReply(message.request_id, ReplyStatus.OK, payload=reply))
-        return True
 
     async def _snapshot_on_request(self, connection: Connection, message: SnapshotRequest) -> None:
         replica = self.replica

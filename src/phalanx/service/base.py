@@ -100,13 +100,6 @@ class Service(abc.ABC):
     def supports_snapshots(cls) -> bool:
         return cls.restore is not Service.restore
 
-    def is_read_only(self, command: Any) -> bool:
-        """True when `command` cannot change the state. phalanx still orders reads
-        through the log (that is what makes them linearizable); this only serves the
-        deliberately unsafe `unsafe_local_reads` node setting that the fault tests
-        use to show the checker catching stale reads."""
-        return False
-
 
 def error_reply(error: str, message: str) -> dict[str, Any]:
     """The conventional shape of an error reply."""
