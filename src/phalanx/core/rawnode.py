@@ -6,9 +6,14 @@ The contract (as in etcd-io/raft's RawNode), for each `Ready` in order:
    (which the caller received beside the InstallSnapshot message), store it, and
    discard the stored log.
 1. Persist `hard_state` (if not None) and `entries` (truncating the stored log from
-   `entries[0].index` on), and sync. A vote or an acknowledgement in `messages` is a
-   promise that only holds once this is durable (Raft Fig. 2, "Persistent state").
-2. Send `messages`.
+   `entries[0].index` on), and sync if `must_sync()`.
+2. Send `messages`. A leader's AppendRequest, HeartbeatRequest and InstallSnapshot may
+   leave before step 1 completes: they promise nothing, and the leader counts its own
+   log towards a commit only for entries `advance` reported durable (Raft thesis
+   §10.2.1), so replication may overlap the leader's disk write. Every other message
+   (a vote, an acknowledgement, a response) is a promise that holds only once step 1
+   is durable (Raft Fig. 2, "Persistent state"): it must not leave before.
+   `phalanx.server.replica.split_messages` draws exactly this line for both drivers.
 3. Apply `committed_entries` to the service, in order.
 4. Call `advance(ready)`.
 
@@ -47,11 +52,13 @@ class Ready:
     #: A snapshot from the leader: install it (restore the service state from its
     #: bytes, store it, discard the stored log) before anything else in this Ready.
     snapshot: SnapshotMeta | None
-    #: Persist before sending `messages`.
+    #: Persist before sending the promises among `messages`.
     hard_state: HardState | None
-    #: Persist (truncating from entries[0].index) before sending `messages`.
+    #: Persist (truncating from entries[0].index) before sending the promises among
+    #: `messages`.
     entries: Sequence[Entry]
-    #: Send after persisting.
+    #: Send after persisting; a leader's AppendRequest, HeartbeatRequest and
+    #: InstallSnapshot may go before (see the module's contract, step 2).
     messages: Sequence[Message]
     #: Apply in order, after persisting.
     committed_entries: Sequence[Entry]

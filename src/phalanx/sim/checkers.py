@@ -50,6 +50,9 @@ class InvariantChecker:
     committed_high: Index = Index(0)
     _leader_marks: dict[NodeId, _LeaderMark] = field(default_factory=dict)
     _commit_seen: dict[NodeId, Index] = field(default_factory=dict)
+    #: index -> the entry a leader committed there (known at the moment a leader's
+    #: commit index moves, before anyone applies it: a leader may crash first).
+    committed: dict[Index, Entry] = field(default_factory=dict)
     #: applied index -> (log digest, outcome digest, the node that reported it first).
     digests: dict[Index, tuple[str, str, NodeId]] = field(default_factory=dict)
     #: checkpoint index -> (log digest, state digest, the node that reported it first).
@@ -70,6 +73,13 @@ class InvariantChecker:
                 f"node {node} applied index {entry.index}, expected {expected_index}",
             )
         first = self.applied.setdefault(entry.index, entry)
+        committed = self.committed.get(entry.index)
+        if committed is not None and committed != entry:
+            self.fail(
+                "State Machine Safety",
+                f"node {node} applied {entry} at index {entry.index}, where {committed} was "
+                "committed",
+            )
         if first != entry:
             self.fail(
                 "State Machine Safety",
@@ -132,11 +142,32 @@ class InvariantChecker:
                 "Commit Monotonicity",
                 f"node {node} commit index went from {previous_commit} to {log.committed}",
             )
+        if role_is_leader and log.committed > previous_commit:
+            self._record_commits(node, log, previous_commit)
         self._commit_seen[node] = log.committed
         if role_is_leader:
             self._check_leader(node, term, log)
         else:
             self._leader_marks.pop(node, None)
+
+    def _record_commits(self, node: NodeId, log: RaftLog, since: Index) -> None:
+        for index in range(max(since, log.offset) + 1, log.committed + 1):
+            entry = log.entry(index)
+            first = self.committed.setdefault(Index(index), entry)
+            if first != entry:
+                self.fail(
+                    "State Machine Safety",
+                    f"leader {node} committed {entry} at index {index}, where {first} was "
+                    "committed before",
+                )
+            applied = self.applied.get(Index(index))
+            if applied is not None and applied != entry:
+                self.fail(
+                    "State Machine Safety",
+                    f"leader {node} committed {entry} at index {index}, where {applied} "
+                    "was applied",
+                )
+        self.committed_high = max(self.committed_high, log.committed)
 
     def _check_leader(self, node: NodeId, term: Term, log: RaftLog) -> None:
         owner = self.leaders_by_term.setdefault(term, node)
@@ -154,7 +185,7 @@ class InvariantChecker:
 
     def _check_completeness(self, node: NodeId, term: Term, log: RaftLog) -> None:
         for index in range(log.offset + 1, self.committed_high + 1):
-            committed = self.applied.get(Index(index))
+            committed = self.applied.get(Index(index)) or self.committed.get(Index(index))
             if committed is None or committed.term >= term:
                 continue
             if index > log.last_index() or log.entry(index) != committed:

@@ -19,9 +19,12 @@ def register(subparsers: Any) -> None:
         "sim",
         help="run the deterministic cluster simulator over many seeds",
         description=(
-            "Runs a swarm of simulated clusters built from the real Raft core. Each seed "
-            "picks its own mix of faults; invariants are checked after every event. "
-            "Exits 1 on any violation, printing the command that reproduces it."
+            "Runs a swarm of simulated clusters of the replicas `phalanx node` runs (the "
+            "same Replica class: core, service container, sessions, snapshots), with "
+            "simulated clients. Each seed picks its own mix of faults; invariants are "
+            "checked after every event and at the end of each seed (exactly-once, "
+            "durability, linearizability, replay equivalence, ...). Exits 1 on any "
+            "violation, printing the command that reproduces it."
         ),
     )
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
@@ -36,7 +39,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--inject-bug",
         choices=sorted(BUGS),
-        help="break one Raft rule on purpose, to see the simulator catch it (default: none)",
+        help="break one rule on purpose (in the core, the replica or the container), to "
+        "see the simulator catch it (default: none)",
     )
     parser.add_argument("--quiet", action="store_true", help="print only failures and the summary")
     parser.set_defaults(func=run)
@@ -67,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"     reproduce: {_reproduce_command(args, result.seed)}")
         elif args.seed is not None:
             print(f"seed {result.seed}: ok; mix: {result.mix}")
+        if args.seed is not None:
+            print(
+                f"seed {result.seed}: {result.operations} client operations, "
+                f"{result.snapshots} snapshots, {result.replays} replays from snapshots, "
+                f"history {result.linearizable or 'not checked'}"
+            )
         if not args.quiet and len(seeds) >= 100 and done[0] % 100 == 0:
             print(f"... {done[0]}/{len(seeds)} seeds", file=sys.stderr, flush=True)
 
@@ -81,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         )
     failures = summary.failures
     ticks_per_second = summary.ticks / summary.seconds if summary.seconds else 0.0
+    operations = sum(r.operations for r in results)
+    replays = sum(r.replays for r in results)
+    print(
+        f"{len(results)} seeds x {args.nodes} nodes: {operations} client operations, "
+        f"{replays} replays from snapshots"
+    )
     print(
         f"{len(results)} seeds x {args.nodes} nodes: {len(failures)} failed; "
         f"{summary.ticks} node-ticks, {sum(r.events for r in results)} events in "

@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from phalanx.core.errors import NotLeaderError, ProposalDroppedError
-from phalanx.core.messages import AppendRequest, InstallSnapshot, Message
+from phalanx.core.messages import (
+    AppendRequest,
+    AppendResponse,
+    InstallSnapshot,
+    Message,
+    VoteResponse,
+)
 from phalanx.core.raft import Role
 from phalanx.core.rawnode import RawNode
 from phalanx.core.types import Entry, EntryKind, Index, NodeId, SnapshotMeta, Term
@@ -184,6 +190,7 @@ class SimSettings:
     heartbeat_interval_ticks: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    broadcast_commit: bool = False
     max_message_bytes: int = 64 * 1024
     max_inflight_messages: int = 64
     #: Take a snapshot after this many applied entries (0: never) ...
@@ -252,8 +259,14 @@ class SimCluster:
         self.crashes = 0
         self.proposals: list[Proposal] = []
         self.acknowledged: dict[Index, bytes] = {}
-        #: Crash a node while it carries out a batch with this probability.
+        #: Crash a node while it carries out a batch with this probability ...
         self.crash_in_ready_rate = 0.0
+        #: ... a batch that grants a vote with this one, and one that acknowledges
+        #: entries with this one.
+        self.crash_on_vote_rate = 0.0
+        self.crash_on_ack_rate = 0.0
+        #: A leader whose commit index just moved crashes with this probability.
+        self.crash_after_commit_rate = 0.0
         self.clients: dict[int, SimClientDriver] = {}
         #: Client links: a client's request or reply is lost with this probability.
         self.client_drop_rate = 0.0
@@ -293,6 +306,7 @@ class SimCluster:
             checkpoint_every_entries=s.checkpoint_every,
             pre_vote=s.pre_vote,
             check_quorum=s.check_quorum,
+            broadcast_commit=s.broadcast_commit,
             # Lost snapshot transfers are retried sooner than on a real network.
             snapshot_stall_heartbeats=20,
         )
@@ -384,6 +398,9 @@ class SimCluster:
     def _process(self, node: SimNode) -> None:
         replica = node.replica
         assert replica is not None
+        # What the input did (a commit index moved by an acknowledgement, say) is
+        # checked before a crash in the batch below can hide it.
+        self._check_node(node.node_id, replica)
         self._carry_out_outbox(node, replica)
         while (batch := replica.next_batch()) is not None:
             crash_at = self._crash_point(node, batch)
@@ -412,11 +429,20 @@ class SimCluster:
                 return
             for message in batch.send_after_sync:
                 self._send(message)
+            committed_before = replica.raw.raft.log.committed
             replica.persisted(batch)
             self._on_applied(node, replica, batch)
             self._carry_out_outbox(node, replica)
+            if self._crash_after_commit(replica, committed_before):
+                self._check_node(node.node_id, replica)
+                self._record(self.time, "crash-after-commit", node.node_id)
+                self._crash_mid_batch(node)
+                return
+        self._check_node(node.node_id, replica)
+
+    def _check_node(self, node_id: NodeId, replica: Replica) -> None:
         raft = replica.raw.raft
-        self.checker.after_event(node.node_id, raft.role is Role.LEADER, raft.term, raft.log)
+        self.checker.after_event(node_id, raft.role is Role.LEADER, raft.term, raft.log)
 
     def _carry_out_outbox(self, node: SimNode, replica: Replica) -> None:
         outbox = replica.take_outbox()
@@ -511,9 +537,30 @@ class SimCluster:
             return None
         return self.rng.choice((CRASH_BEFORE_BATCH, CRASH_BEFORE_SYNC, CRASH_AFTER_SYNC))
 
+    def _crash_after_commit(self, replica: Replica, committed_before: Index) -> bool:
+        """A leader dies right after its commit index moved, before any follower can
+        learn the new index: the moment the Figure 8 rule of the Raft paper is about."""
+        return (
+            bool(self.crash_after_commit_rate)
+            and replica.is_leader
+            and replica.raw.raft.log.committed > committed_before
+            and self.rng.random() < self.crash_after_commit_rate
+        )
+
     def _should_crash_mid_batch(self, node: SimNode, batch: Batch) -> bool:
-        """Whether the node dies while carrying out `batch` (scenarios override this)."""
-        return bool(self.crash_in_ready_rate) and self.rng.random() < self.crash_in_ready_rate
+        """Whether the node dies while carrying out `batch` (scenarios override this).
+
+        Besides crashes at any batch, `crash_on_vote_rate` and `crash_on_ack_rate` aim
+        at the batches where durability decides safety: those that grant a vote or
+        acknowledge entries (a crash there, before or after the sync, is what a
+        durability bug needs, and a uniform rate reaches it too rarely)."""
+        rng = self.rng
+        if self.crash_in_ready_rate and rng.random() < self.crash_in_ready_rate:
+            return True
+        vote, ack = _promises(batch)
+        if vote and self.crash_on_vote_rate and rng.random() < self.crash_on_vote_rate:
+            return True
+        return bool(ack and self.crash_on_ack_rate and rng.random() < self.crash_on_ack_rate)
 
     def _crash_mid_batch(self, node: SimNode) -> None:
         replica = node.replica
@@ -521,7 +568,10 @@ class SimCluster:
         replica.abandon()
         self._record(self.time, "crash-mid-batch", node.node_id)
         self.crash(node.node_id)
-        self.restart(node.node_id, after_ticks=self.rng.randint(1, 30))
+        # Often back at once: a node that restarts within its peers' election is the
+        # one that can break a promise it forgot (a vote, an acknowledgement).
+        quick = self.rng.random() < 0.5
+        self.restart(node.node_id, after_ticks=self.rng.randint(1, 3 if quick else 30))
 
     def _acknowledge(self, node: SimNode, entry: Entry) -> None:
         # A raw proposal's proposer learns its outcome when it applies its entry.
@@ -759,6 +809,17 @@ class SimCluster:
                     missing.append(index)
                     break
         return missing
+
+
+def _promises(batch: Batch) -> tuple[bool, bool]:
+    """Whether `batch` grants a vote, and whether it acknowledges entries."""
+    vote = ack = False
+    for message in (*batch.send_now, *batch.send_after_sync):
+        if isinstance(message, VoteResponse) and message.granted and not message.pre_vote:
+            vote = True
+        elif isinstance(message, AppendResponse) and not message.reject:
+            ack = True
+    return vote, ack
 
 
 def _load_service(spec: str) -> Callable[[], Service]:
