@@ -366,7 +366,12 @@ class SimCluster:
                 return
             self._record(time, type(payload).__name__, target, payload.from_id, payload.term)
             self.messages_delivered += 1
+            committed_before = replica.raw.raft.log.committed
             self._deliver(node, replica, payload)
+            self._process(node, committed_before)
+            if self.events % LOG_MATCHING_EVERY_EVENTS == 0:
+                self.check_log_matching()
+            return
         elif kind == _EVENT_TO_NODE:
             client_id, request = payload
             if replica is None:
@@ -395,9 +400,13 @@ class SimCluster:
 
     # -- the node's driver, simulated -----------------------------------------------------
 
-    def _process(self, node: SimNode) -> None:
+    def _process(self, node: SimNode, committed_before: Index | None = None) -> None:
+        """Carries out every batch the node has. `committed_before`: its commit index
+        before the input that led here (for a crash right after a commit)."""
         replica = node.replica
         assert replica is not None
+        if committed_before is None:
+            committed_before = replica.raw.raft.log.committed
         # What the input did (a commit index moved by an acknowledgement, say) is
         # checked before a crash in the batch below can hide it.
         self._check_node(node.node_id, replica)
@@ -429,7 +438,6 @@ class SimCluster:
                 return
             for message in batch.send_after_sync:
                 self._send(message)
-            committed_before = replica.raw.raft.log.committed
             replica.persisted(batch)
             self._on_applied(node, replica, batch)
             self._carry_out_outbox(node, replica)
@@ -438,6 +446,7 @@ class SimCluster:
                 self._record(self.time, "crash-after-commit", node.node_id)
                 self._crash_mid_batch(node)
                 return
+            committed_before = replica.raw.raft.log.committed
         self._check_node(node.node_id, replica)
 
     def _check_node(self, node_id: NodeId, replica: Replica) -> None:
