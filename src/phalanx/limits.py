@@ -98,6 +98,23 @@ CLIENT_READ_PAUSE_TIMEOUT_S = 30.0
 #: hundred of those, or 8 at `CLIENT_REPLY_BYTES_MAX`.
 CLIENT_REPLY_BYTES_TOTAL_MAX = 256 * 1024 * 1024
 
+# -- the node: file descriptors, client ingress ---------------------------------------
+
+#: File descriptors a node keeps for its own files, peer links and snapshots: inbound
+#: connections are capped this far below the open-file limit, so a flood of clients is
+#: refused at the door instead of leaving the node unable to open its log.
+FDS_RESERVED = 256
+#: The open-file limit a node asks for when the hard limit allows (the default soft
+#: limit, often 1,024, would cap inbound connections far below MAX_INBOUND_CONNECTIONS).
+FDS_WANTED = 65_536
+#: Inbound connections allowed however low the open-file limit: a node must always be
+#: reachable by a few clients and its peers.
+MIN_INBOUND_CONNECTIONS = 16
+#: Retries of one pending command that wait on its log entry; beyond it a retry is
+#: appended again (the session table still applies it once). Eight covers a client
+#: retrying through every member of a nine-node cluster while the entry commits.
+MAX_RETRIES_JOINED = 8
+
 # -- service container ----------------------------------------------------------------
 
 #: Pushed messages waiting for the node to deliver them. The node takes them every

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import phalanx
 import phalanx.limits
-from phalanx.server import config, divergence, identity, replay
+from phalanx.server import config, divergence, identity, replay, replica
+from phalanx.server import node as node_module
 from phalanx.service import container, context
 from phalanx.storage import codec, snapshots, wal
 from phalanx.transport import tcp
@@ -29,7 +30,6 @@ NODE_PACKAGES = ("core", "server", "service", "storage", "transport", "client")
 NOT_YET_MOVED = {
     "MAX_LOCAL_NODES",
     "NODES_MAX",
-    "MAX_RETRIES_JOINED",
     "SNAPSHOT_ERROR_BYTES_MAX",
     "MAX_FRAME_BYTES_DEFAULT",
     "BACKOFF_MAX_S",
@@ -71,7 +71,10 @@ def test_every_limit_is_listed_in_docs_limits() -> None:
 
 
 def test_the_old_names_still_import_from_the_modules_that_use_them() -> None:
-    users = (config, divergence, identity, replay, container, context, codec, snapshots, wal, tcp)
+    users = (
+        config, divergence, identity, node_module, replay, replica, container, context, codec,
+        snapshots, wal, tcp,
+    )  # fmt: skip
     found = {name for module in users for name in vars(module) if name in limit_names()}
     assert found == set(limit_names())
     for module in users:

@@ -41,6 +41,12 @@ from typing import Any
 
 from phalanx.core.messages import InstallSnapshot, Message
 from phalanx.core.types import SnapshotMeta
+from phalanx.limits import (
+    FDS_RESERVED,
+    FDS_WANTED,
+    MAX_INBOUND_CONNECTIONS,
+    MIN_INBOUND_CONNECTIONS,
+)
 from phalanx.server.config import NodeConfig, load_service_class
 from phalanx.server.identity import check_or_record
 from phalanx.server.replica import Batch, Replica
@@ -48,7 +54,6 @@ from phalanx.server.snapshots import SnapshotManager
 from phalanx.service.container import ServiceFault
 from phalanx.storage import StorageError, WalStorage
 from phalanx.transport.tcp import (
-    MAX_INBOUND_CONNECTIONS,
     ClientRequestMessage,
     Connection,
     ConnectionState,
@@ -68,12 +73,6 @@ from phalanx.transport.wire import (
 
 log = logging.getLogger("phalanx.node")
 
-#: File descriptors kept for the node's own files, peer links and snapshots.
-FDS_RESERVED = 256
-#: The open-file limit a node asks for when it may raise it.
-FDS_WANTED = 65_536
-#: Inbound connections allowed however low the open-file limit.
-MIN_INBOUND_CONNECTIONS = 16
 #: A tick this late is logged: the loop did not run for that long.
 LOOP_STALL_WARN_MS = 100
 #: Stalls logged one by one; after these, every hundredth.

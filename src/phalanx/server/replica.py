@@ -58,6 +58,7 @@ from phalanx.core.messages import AppendRequest, HeartbeatRequest, InstallSnapsh
 from phalanx.core.raft import Role
 from phalanx.core.rawnode import RawNode, Ready
 from phalanx.core.types import NO_NODE, Entry, HardState, Index, NodeId, SnapshotMeta, Term
+from phalanx.limits import MAX_RETRIES_JOINED
 from phalanx.server.config import NodeConfig
 from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
 from phalanx.service.base import Service
@@ -83,8 +84,6 @@ from phalanx.transport.wire import (
 
 log = logging.getLogger("phalanx.replica")
 
-#: Retries of one pending command that wait on its entry (beyond: appended again).
-MAX_RETRIES_JOINED = 8
 
 #: Whatever a driver uses to name a client connection: replies go back to it. The
 #: replica only stores and returns it (a TCP `Connection`, a simulated client's id).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from typing import Any
 
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None
         else list(range(args.first_seed, args.first_seed + args.seeds))
     )
+    # The replicas log what a node would (elections, divergence verdicts); thousands of
+    # simulated nodes would drown the verdicts this command prints.
+    logging.getLogger("phalanx").setLevel(logging.CRITICAL)
     bug = inject(args.inject_bug) if args.inject_bug else contextlib.nullcontext()
     if args.inject_bug:
         print(f"injected bug {args.inject_bug!r}: {BUGS[args.inject_bug][3]}")
