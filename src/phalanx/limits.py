@@ -114,6 +114,10 @@ MIN_INBOUND_CONNECTIONS = 16
 #: appended again (the session table still applies it once). Eight covers a client
 #: retrying through every member of a nine-node cluster while the entry commits.
 MAX_RETRIES_JOINED = 8
+#: Received snapshots whose bytes wait in memory for the core to take one: each is a
+#: whole service state, and the core installs the newest it accepts at the next batch
+#: (two cover a stale one arriving right behind a fresh one).
+RECEIVED_SNAPSHOTS_KEPT = 2
 
 # -- service container ----------------------------------------------------------------
 

@@ -58,7 +58,7 @@ from phalanx.core.messages import AppendRequest, HeartbeatRequest, InstallSnapsh
 from phalanx.core.raft import Role
 from phalanx.core.rawnode import RawNode, Ready
 from phalanx.core.types import NO_NODE, Entry, HardState, Index, NodeId, SnapshotMeta, Term
-from phalanx.limits import MAX_RETRIES_JOINED
+from phalanx.limits import MAX_RETRIES_JOINED, RECEIVED_SNAPSHOTS_KEPT
 from phalanx.server.config import NodeConfig
 from phalanx.server.divergence import DivergenceMonitor, Verdict, VerdictKind
 from phalanx.service.base import Service
@@ -223,9 +223,10 @@ class Replica:
         self._pending: dict[tuple[int, int], _Request] = {}
         self._outbox = Outbox()
         self._batch_out: Batch | None = None
-        #: The bytes of the snapshot last handed to the core (InstallSnapshot), kept
-        #: until the core hands it back in a Ready to install.
-        self._received: tuple[SnapshotMeta, bytes] | None = None
+        #: The bytes of the snapshots last handed to the core (InstallSnapshot), kept
+        #: until the core hands one back in a Ready to install (the core may take an
+        #: earlier one and ignore a later, staler one: a few are kept, newest last).
+        self._received: dict[SnapshotMeta, bytes] = {}
         self._pending_repair: tuple[SnapshotMeta, bytes] | None = None
         self._compact_to = Index(0)
         #: Snapshot policy: one at a time; after a failure, wait as long as after a
@@ -317,7 +318,10 @@ class Replica:
         if repair:
             self._pending_repair = (message.snapshot, data)
             return
-        self._received = (message.snapshot, data)
+        self._received.pop(message.snapshot, None)
+        self._received[message.snapshot] = data
+        while len(self._received) > RECEIVED_SNAPSHOTS_KEPT:
+            del self._received[next(iter(self._received))]
         self.raw.step(message)
 
     def on_snapshot_sent(self, peer: NodeId, *, succeeded: bool) -> None:
@@ -436,11 +440,11 @@ class Replica:
         reset_to: Index | None = None
         if ready.snapshot is not None:
             # Before anything else in this Ready: the state and log it replaces.
-            received = self._received
-            if received is None or received[0] != ready.snapshot:
+            data = self._received.get(ready.snapshot)
+            if data is None:
                 raise AssertionError(f"snapshot {ready.snapshot} to install was never received")
-            self._received = None
-            self.container.restore(received[1])
+            self._received.clear()
+            self.container.restore(data)
             reset_to = Index(ready.snapshot.index + 1)
         compact_to, self._compact_to = self._compact_to, Index(0)
         send_now, snapshots, after = split_messages(ready.messages)
