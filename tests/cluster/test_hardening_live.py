@@ -289,3 +289,31 @@ def test_the_issues_reply_cache_case_replays_identically_from_a_snapshot_between
         assert any(r.start.index > 0 for r in rebuilds), "no snapshot was rebuilt from"
         for rebuilt in rebuilds:
             assert rebuilt.digests() == live, f"node {index + 1} from {rebuilt.start}"
+
+
+def test_a_snapshot_from_the_leader_that_the_service_cannot_restore_stops_the_node(
+    make_cluster: Callable[..., LiveCluster],
+) -> None:
+    """The restore happens while the replica prepares a batch (before any of it is
+    carried out); what escapes there stops the node as a batch would (exit 5), rather
+    than leaving it half-running, unable to take another batch."""
+    cluster = make_cluster(3, service=f"{BAD}:RefusingRestore")
+    configure(cluster, snapshot_every_entries=20, snapshot_compaction_margin=2)
+    cluster.start_all()
+    cluster.wait_for_leader()
+    laggard = 2
+    cluster.kill(laggard)
+    with cluster.client(timeout=CALL_TIMEOUT_S) as client:
+        for i in range(80):
+            cluster.put_and_check(client, f"k{i}", i)
+    cluster.start(laggard)  # behind the leader's compacted log: InstallSnapshot
+
+    def stopped() -> bool | None:
+        return True if not cluster.running(laggard) else None
+
+    cluster.wait_until(stopped, "the laggard stops", 30.0)
+    process = cluster.processes[laggard]
+    assert process is not None and process.returncode == 5
+    text = cluster.log_text(laggard)
+    assert "restore()" in text and "restore is broken in this service" in text
+    assert all(cluster.running(index) for index in range(3) if index != laggard)

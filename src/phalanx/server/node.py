@@ -247,7 +247,9 @@ class Node:
         which batches every client's requests of a turn into one proposal."""
         if self._stopping:
             return
-        batch = self.replica.next_batch(propose=False)
+        batch = self._next_batch_or_stop(propose=False)
+        if self._stopping:
+            return
         if batch is not None:
             self._handle_batch_or_stop(batch)
         else:
@@ -301,7 +303,9 @@ class Node:
             await self._wake.wait()
             self._wake.clear()
             while not self._stopping:
-                batch = self.replica.next_batch()
+                batch = self._next_batch_or_stop(propose=True)
+                if self._stopping:
+                    break
                 if batch is None:
                     self._carry_out_outbox()
                     break
@@ -311,6 +315,18 @@ class Node:
                 # Let heartbeats, peers and clients in between batches, even when none
                 # needed a sync (replaying a long log after a restart, say).
                 await asyncio.sleep(0)
+
+    def _next_batch_or_stop(self, *, propose: bool) -> Batch | None:
+        """The replica's next batch. Making one may restore the service (an installed
+        or repair snapshot): what escapes that stops the node as a batch would."""
+        try:
+            return self.replica.next_batch(propose=propose)
+        except ServiceFault as fault:
+            self._fail_stop(str(fault), exit_code=5)
+        except Exception as error:
+            log.exception("internal error while preparing a batch")
+            self._fail_stop(f"internal error: {type(error).__name__}: {error}", exit_code=6)
+        return None
 
     def _handle_batch_or_stop(self, batch: Batch) -> None:
         """Carries out a batch; anything that escapes it stops the node. A batch half

@@ -268,6 +268,11 @@ class Replica:
             return f"{host}:{port}"
         return ""
 
+    @property
+    def snapshot_running(self) -> bool:
+        """A snapshot was started and is not yet reported taken or failed."""
+        return self._snapshot_running
+
     def pending_requests(self) -> int:
         return len(self._queue) + len(self._waiters)
 
@@ -303,6 +308,10 @@ class Replica:
         elif isinstance(message, RepairWanted):
             if self.is_leader:
                 self._outbox.repairs.append(message.from_id)
+        elif isinstance(message, InstallSnapshot):
+            # A snapshot comes only whole, through `on_snapshot_received` (its bytes
+            # beside it); a bare one from the wire carries nothing to install.
+            log.warning("ignoring a bare InstallSnapshot from node %s", message.from_id)
         else:
             self.raw.step(message)
 

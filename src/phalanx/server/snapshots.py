@@ -99,9 +99,20 @@ class SnapshotManager:
         index, term = meta.index, meta.term
         replica.snapshot_started()
         started = time.perf_counter()
-        # The child says why it failed through a pipe (its exit code cannot).
-        reason_read, reason_write = os.pipe()
-        pid = os.fork()
+        try:
+            # The child says why it failed through a pipe (its exit code cannot).
+            reason_read, reason_write = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(reason_read)
+                os.close(reason_write)
+                raise
+        except OSError as fork_error:  # no memory or processes to fork: try again later
+            why = f"snapshot at index {index}: cannot fork the writer: {fork_error}"
+            replica.snapshot_failed(index, why)
+            log.error("%s; the node keeps serving and tries again later", why)
+            return None
         if pid == 0:  # the child: write the frozen image and leave, whatever happens
             os.close(reason_read)
             os._exit(self._write_in_child(meta, reason_write))
@@ -126,7 +137,7 @@ class SnapshotManager:
             )
             return None
         self.stats.taken += 1
-        self.latest = (meta, Path(self.store.directory) / snapshot_file_name(meta))
+        self._note_latest(meta, Path(self.store.directory) / snapshot_file_name(meta))
         replica.snapshot_taken(meta)
         self.node.wake()  # the next batch compacts the stored log
         log.info(
@@ -212,6 +223,13 @@ class SnapshotManager:
         self.stats.sent += 1
         return True
 
+    def _note_latest(self, meta: SnapshotMeta, path: Path) -> None:
+        """The newest stored snapshot is the one with the highest index, not the one
+        written last: a snapshot taken from an older applied index may finish after
+        a newer one was installed from the leader."""
+        if self.latest is None or meta.index >= self.latest[0].index:
+            self.latest = (meta, path)
+
     def on_resume(self, message: SnapshotResume) -> None:
         future = self._resume_waiters.get(message.from_id)
         if future is not None and not future.done():
@@ -248,7 +266,7 @@ class SnapshotManager:
             return
         self._receiving = None
         path = writer.finish()
-        self.latest = (meta, path)
+        self._note_latest(meta, path)
         self.stats.received += 1
         install = InstallSnapshot(message.term, leader, message.to, meta)
         deliver(install, self.store.read_content(path), self._receiving_repair)

@@ -28,10 +28,11 @@ def register(subparsers: Any) -> None:
             "violation, printing the command that reproduces it."
         ),
     )
-    parser.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
     parser.add_argument("--nodes", type=int, default=3, help="cluster size (default 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="first seed of the swarm")
-    parser.add_argument(
+    which.add_argument(
         "--seed", type=int, help="run this one seed and describe it (default: the whole swarm)"
     )
     parser.add_argument(
@@ -50,6 +51,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.nodes <= MAX_SIM_NODES:
         print(f"phalanx sim: --nodes must be between 1 and {MAX_SIM_NODES}", file=sys.stderr)
+        return 2
+    if args.seed is not None and args.first_seed:
+        print("phalanx sim: --first-seed goes with --seeds, not --seed", file=sys.stderr)
         return 2
     if args.seeds < 1 or args.fault_ticks < 1:
         print("phalanx sim: --seeds and --fault-ticks must be positive", file=sys.stderr)
@@ -97,9 +101,10 @@ def run(args: argparse.Namespace) -> int:
     ticks_per_second = summary.ticks / summary.seconds if summary.seconds else 0.0
     operations = sum(r.operations for r in results)
     replays = sum(r.replays for r in results)
+    skipped = sum(len(r.skipped_probes) for r in results)
     print(
         f"{len(results)} seeds x {args.nodes} nodes: {operations} client operations, "
-        f"{replays} replays from snapshots"
+        f"{replays} replays from snapshots, {skipped} probes skipped (no stable leader)"
     )
     print(
         f"{len(results)} seeds x {args.nodes} nodes: {len(failures)} failed; "

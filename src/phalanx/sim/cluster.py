@@ -65,6 +65,14 @@ _EVENT_RESTART = 2
 _EVENT_TO_NODE = 3
 _EVENT_TO_CLIENT = 4
 _EVENT_CLIENT_WAKE = 5
+_EVENT_SNAPSHOT_WRITTEN = 6
+_EVENT_SNAPSHOT_LOST = 7
+#: A snapshot's writer finishes up to this many ticks after the fork (`Node` forks a
+#: child that writes while the parent goes on applying).
+SNAPSHOT_WRITE_TICKS_MAX = 5
+#: Ticks after which a leader learns that a snapshot transfer failed (as the node's
+#: transfer step times out).
+SNAPSHOT_TRANSFER_TIMEOUT_TICKS = 20
 #: Messages queued in the network at once; a run that exceeds it has a bug.
 MAX_MESSAGES_IN_FLIGHT = 200_000
 #: How often (in events) the full Log Matching check runs.
@@ -267,6 +275,8 @@ class SimCluster:
         self.crash_on_ack_rate = 0.0
         #: A leader whose commit index just moved crashes with this probability.
         self.crash_after_commit_rate = 0.0
+        #: A snapshot's write fails (the disk is full) with this probability.
+        self.snapshot_fail_rate = 0.0
         self.clients: dict[int, SimClientDriver] = {}
         #: Client links: a client's request or reply is lost with this probability.
         self.client_drop_rate = 0.0
@@ -363,12 +373,16 @@ class SimCluster:
         elif kind == _EVENT_DELIVER:
             self._messages_in_flight -= 1
             if replica is None or (payload.from_id, payload.to) in self.blocked:
+                if isinstance(payload, SnapshotTransfer) and not payload.repair:
+                    self._report_lost_transfer(payload)
                 return
             self._record(time, type(payload).__name__, target, payload.from_id, payload.term)
             self.messages_delivered += 1
             committed_before = replica.raw.raft.log.committed
             self._deliver(node, replica, payload)
-            self._process(node, committed_before)
+            # As `Node._on_peer_read`: the batch a peer's message made first, without
+            # proposing what clients queued; the ready loop proposes right after.
+            self._process(node, committed_before, propose=False)
             if self.events % LOG_MATCHING_EVERY_EVENTS == 0:
                 self.check_log_matching()
             return
@@ -382,15 +396,24 @@ class SimCluster:
             if replica is None:
                 self._start(node)
             return
+        elif kind == _EVENT_SNAPSHOT_WRITTEN:
+            incarnation, meta, data, repairs = payload
+            if replica is None or node.incarnation != incarnation:
+                return  # the writer died with its node
+            self._snapshot_written(node, replica, meta, data, repairs)
+        elif kind == _EVENT_SNAPSHOT_LOST:
+            incarnation, peer = payload
+            if replica is None or node.incarnation != incarnation:
+                return
+            replica.on_snapshot_sent(peer, succeeded=False)
         self._process(node)
         if self.events % LOG_MATCHING_EVERY_EVENTS == 0:
             self.check_log_matching()
 
     def _deliver(self, node: SimNode, replica: Replica, message: Any) -> None:
         if isinstance(message, SnapshotTransfer):
-            meta = message.install.snapshot
-            if not message.repair:
-                self._store_snapshot(node, meta, message.data)
+            # Stored durably first, repair or not, as `SnapshotManager.on_chunk` does.
+            self._store_snapshot(node, message.install.snapshot, message.data)
             replica.on_snapshot_received(message.install, message.data, repair=message.repair)
             return
         replica.on_peer_message(message)
@@ -400,7 +423,9 @@ class SimCluster:
 
     # -- the node's driver, simulated -----------------------------------------------------
 
-    def _process(self, node: SimNode, committed_before: Index | None = None) -> None:
+    def _process(
+        self, node: SimNode, committed_before: Index | None = None, *, propose: bool = True
+    ) -> None:
         """Carries out every batch the node has. `committed_before`: its commit index
         before the input that led here (for a crash right after a commit)."""
         replica = node.replica
@@ -411,7 +436,8 @@ class SimCluster:
         # checked before a crash in the batch below can hide it.
         self._check_node(node.node_id, replica)
         self._carry_out_outbox(node, replica)
-        while (batch := replica.next_batch()) is not None:
+        while (batch := replica.next_batch(propose=propose)) is not None:
+            propose = True
             crash_at = self._crash_point(node, batch)
             if crash_at == CRASH_BEFORE_BATCH:
                 self._crash_mid_batch(node)
@@ -471,12 +497,8 @@ class SimCluster:
             self._send(message)
         for client_id in outbox.close_clients:
             self._to_client(node.node_id, int(client_id), CLIENT_CLOSED)  # type: ignore[call-overload]
-        for peer in outbox.repairs:
-            self._take_snapshot(node, replica)
-            raft = replica.raw.raft
-            if node.snapshots:
-                install = InstallSnapshot(raft.term, raft.id, peer, node.snapshots[-1][0])
-                self._send_snapshot(node, replica, install, repair=True)
+        if outbox.repairs:
+            self._take_snapshot(node, replica, tuple(outbox.repairs))
         if outbox.take_snapshot:
             self._take_snapshot(node, replica)
 
@@ -521,15 +543,47 @@ class SimCluster:
         del node.snapshots[:-SNAPSHOTS_KEPT]
         self.snapshot_archive.setdefault((node.node_id, meta), data)
 
-    def _take_snapshot(self, node: SimNode, replica: Replica) -> None:
+    def _take_snapshot(
+        self, node: SimNode, replica: Replica, repairs: tuple[NodeId, ...] = ()
+    ) -> None:
+        """Forks the writer, as `SnapshotManager` does: the state is captured now, the
+        write finishes a few ticks later (or fails, or dies with the node); `repairs`
+        are followers to send it to once it is stored."""
         meta = replica.snapshot_point()
-        if meta is None:
+        if meta is None or replica.snapshot_running:
+            for peer in repairs:  # nothing newer to take: send the newest stored one
+                self._send_repair(node, replica, peer)
             return
         replica.snapshot_started()
-        self._store_snapshot(node, meta, replica.container.snapshot_bytes())
-        replica.snapshot_taken(meta)
-        self.snapshots_taken += 1
-        self._record(self.time, "snapshot", node.node_id, meta.index)
+        data = replica.container.snapshot_bytes()
+        after = self.rng.randint(0, SNAPSHOT_WRITE_TICKS_MAX) * TICK
+        payload = (node.incarnation, meta, data, repairs)
+        self._push(self.time + after, _EVENT_SNAPSHOT_WRITTEN, node.node_id, payload)
+
+    def _snapshot_written(
+        self,
+        node: SimNode,
+        replica: Replica,
+        meta: SnapshotMeta,
+        data: bytes,
+        repairs: tuple[NodeId, ...],
+    ) -> None:
+        if self.snapshot_fail_rate and self.rng.random() < self.snapshot_fail_rate:
+            replica.snapshot_failed(meta.index, f"snapshot at index {meta.index}: disk full")
+            self._record(self.time, "snapshot-failed", node.node_id, meta.index)
+        else:
+            self._store_snapshot(node, meta, data)
+            replica.snapshot_taken(meta)
+            self.snapshots_taken += 1
+            self._record(self.time, "snapshot", node.node_id, meta.index)
+        for peer in repairs:
+            self._send_repair(node, replica, peer)
+
+    def _send_repair(self, node: SimNode, replica: Replica, peer: NodeId) -> None:
+        if node.snapshots:
+            raft = replica.raw.raft
+            install = InstallSnapshot(raft.term, raft.id, peer, node.snapshots[-1][0])
+            self._send_snapshot(node, replica, install, repair=True)
 
     def _send_snapshot(
         self, node: SimNode, replica: Replica, install: InstallSnapshot, *, repair: bool
@@ -544,6 +598,9 @@ class SimCluster:
     def _crash_point(self, node: SimNode, batch: Batch) -> str | None:
         if not self._should_crash_mid_batch(node, batch):
             return None
+        if any(_promises(batch)):
+            # A promise is kept or broken around its sync: crash right there.
+            return self.rng.choice((CRASH_BEFORE_SYNC, CRASH_AFTER_SYNC))
         return self.rng.choice((CRASH_BEFORE_BATCH, CRASH_BEFORE_SYNC, CRASH_AFTER_SYNC))
 
     def _crash_after_commit(self, replica: Replica, committed_before: Index) -> bool:
@@ -605,17 +662,26 @@ class SimCluster:
         self.messages_by_type["InstallSnapshot" if install else type(message).__name__] += 1
         if isinstance(message, AppendRequest):
             self.entries_sent += len(message.entries)
-        if (message.from_id, message.to) in self.blocked:
-            return
         faults = self.faults
         rng = self.rng
-        if faults.drop_rate and rng.random() < faults.drop_rate:
+        if (message.from_id, message.to) in self.blocked or (
+            faults.drop_rate and rng.random() < faults.drop_rate
+        ):
+            if isinstance(message, SnapshotTransfer) and not message.repair:
+                self._report_lost_transfer(message)
             return
         copies = 2 if faults.duplicate_rate and rng.random() < faults.duplicate_rate else 1
         for _ in range(copies):
             self._messages_in_flight += 1
             assert self._messages_in_flight <= MAX_MESSAGES_IN_FLIGHT, "network flooded"
             self._push(self.time + self._delay(), _EVENT_DELIVER, message.to, message)
+
+    def _report_lost_transfer(self, transfer: SnapshotTransfer) -> None:
+        """The leader's transfer step times out, as a real one does, and it is told."""
+        sender = self.nodes[transfer.from_id]
+        payload = (sender.incarnation, transfer.to)
+        when = self.time + SNAPSHOT_TRANSFER_TIMEOUT_TICKS * TICK
+        self._push(when, _EVENT_SNAPSHOT_LOST, transfer.from_id, payload)
 
     def _delay(self) -> int:
         faults, rng = self.faults, self.rng

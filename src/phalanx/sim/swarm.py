@@ -104,6 +104,7 @@ class FaultMix:
     lanes: int
     client_drop_rate: float
     timer_rate: float
+    snapshot_fail_rate: float
 
     @staticmethod
     def pick(rng: random.Random) -> FaultMix:
@@ -119,7 +120,7 @@ class FaultMix:
             actions=actions,
             nemesis_every_ticks=rng.randint(5, 40),
             crash_in_ready_rate=rng.choice((0.0, 0.0, 0.001, 0.01, 0.03)),
-            crash_on_vote_rate=rng.choice((0.0, 0.0, 0.2, 0.5)),
+            crash_on_vote_rate=rng.choice((0.0, 0.2, 0.5, 0.5)),
             crash_on_ack_rate=rng.choice((0.0, 0.0, 0.02, 0.1)),
             crash_after_commit_rate=rng.choice((0.0, 0.0, 0.05, 0.2)),
             pre_vote=rng.random() < 0.8,
@@ -136,6 +137,7 @@ class FaultMix:
             lanes=rng.randint(1, 3),
             client_drop_rate=rng.choice((0.0, 0.0, 0.02, 0.1)),
             timer_rate=rng.choice((0.0, 0.1)),
+            snapshot_fail_rate=rng.choice((0.0, 0.0, 0.2)),
         )
         if rng.random() < LEADER_CHURN_SEEDS:
             mix = mix.with_leader_churn(rng)
@@ -177,7 +179,7 @@ class FaultMix:
             f"margin={self.compaction_margin} checkpoint-every={self.checkpoint_every} "
             f"replies/session={self.max_replies_per_session} workload={self.workload} "
             f"clients={self.clients}x{self.lanes} client-drop={self.client_drop_rate} "
-            f"timers={self.timer_rate}"
+            f"timers={self.timer_rate} snapshot-fail={self.snapshot_fail_rate}"
         )
 
 
@@ -196,6 +198,7 @@ class SeedResult:
     replays: int = 0
     operations: int = 0
     linearizable: str = ""
+    skipped_probes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -210,6 +213,8 @@ class _Run:
     mix: FaultMix
     replays: int = 0
     linearizable: str = ""
+    #: Probes that found the cluster unfit to judge (counted, never silent).
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
 
 def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int = 200) -> SeedResult:
@@ -233,6 +238,7 @@ def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int =
     cluster.crash_on_ack_rate = mix.crash_on_ack_rate
     cluster.crash_after_commit_rate = mix.crash_after_commit_rate
     cluster.client_drop_rate = mix.client_drop_rate
+    cluster.snapshot_fail_rate = mix.snapshot_fail_rate
     history = History()
     clients = [
         SimClient(
@@ -288,6 +294,7 @@ def run_seed(seed: int, nodes: int, *, fault_ticks: int = 300, heal_ticks: int =
         replays=run.replays,
         operations=sum(client.completed for client in clients),
         linearizable=run.linearizable,
+        skipped_probes=tuple(run.skipped),
     )
 
 
@@ -425,7 +432,10 @@ def _probe_message_economy(run: _Run) -> None:
             f"{PROBE_TICKS_MAX} ticks ({client.completed - target + PROBE_OPERATIONS} done)",
         )
     if cluster.leader() != leader:
-        return  # not quiet after all (a probe needs a stable leader to mean anything)
+        # Not quiet after all (the count means nothing across a change of leader).
+        run.skipped.append("message-economy")
+        cluster.faults = NetworkFaults()
+        return
     cluster.faults = NetworkFaults()
     committed = cluster.raw(leader).raft.log.committed - before_commit
     sent = cluster.entries_sent - before_sent
@@ -470,18 +480,17 @@ def _probe_check_quorum(run: _Run, rng: random.Random) -> None:
     if len(cluster.ids) < 2 or not cluster.settings.check_quorum:
         return
     leader = _stable_leader(run)
+    term = cluster.raw(leader).raft.term
     timeout = cluster.settings.election_timeout_ticks
     cluster.disconnect(leader)
     cluster.run_ticks(2 * timeout + 1)
     raw = cluster.raw(leader)
-    if raw.raft.role is Role.LEADER and raw.raft.term == cluster.raw(leader).raft.term:
-        still = raw.raft.role is Role.LEADER
-        if still:
-            cluster.checker.fail(
-                "CheckQuorum",
-                f"leader {leader}, cut off from every follower, still leads term "
-                f"{raw.raft.term} after {2 * timeout + 1} ticks",
-            )
+    if raw.raft.role is Role.LEADER and raw.raft.term == term:
+        cluster.checker.fail(
+            "CheckQuorum",
+            f"leader {leader}, cut off from every follower, still leads term {term} "
+            f"after {2 * timeout + 1} ticks",
+        )
     cluster.heal()
     _converge(run, 200, "after the CheckQuorum probe")
 
