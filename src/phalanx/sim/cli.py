@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from phalanx.sim.bugs import BUGS, inject
@@ -63,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None
         else list(range(args.first_seed, args.first_seed + args.seeds))
     )
-    # The replicas log what a node would (elections, divergence verdicts); thousands of
-    # simulated nodes would drown the verdicts this command prints.
-    logging.getLogger("phalanx").setLevel(logging.CRITICAL)
     bug = inject(args.inject_bug) if args.inject_bug else contextlib.nullcontext()
     if args.inject_bug:
         print(f"injected bug {args.inject_bug!r}: {BUGS[args.inject_bug][3]}")
@@ -88,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and len(seeds) >= 100 and done[0] % 100 == 0:
             print(f"... {done[0]}/{len(seeds)} seeds", file=sys.stderr, flush=True)
 
-    with bug:
+    # The replicas log what a node would (elections, divergence verdicts); thousands of
+    # simulated nodes would drown the verdicts this command prints.
+    with bug, _quiet(logging.getLogger("phalanx")):
         summary = run_swarm(seeds, args.nodes, on_result=on_result, fault_ticks=args.fault_ticks)
     results = summary.results
     if args.seed is not None:
@@ -113,6 +113,18 @@ def run(args: argparse.Namespace) -> int:
         f"trace hash {summary.combined_hash()}"
     )
     return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Only critical records while the swarm runs; the level as it was afterwards (the
+    command also runs inside other programs, tests among them)."""
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _reproduce_command(args: argparse.Namespace, seed: int) -> str:
