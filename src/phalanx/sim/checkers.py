@@ -55,6 +55,8 @@ class InvariantChecker:
     committed: dict[Index, Entry] = field(default_factory=dict)
     #: applied index -> (log digest, outcome digest, the node that reported it first).
     digests: dict[Index, tuple[str, str, NodeId]] = field(default_factory=dict)
+    #: Nodes running a deliberately faulty service: left out of digest agreement.
+    faulty: set[NodeId] = field(default_factory=set)
     #: checkpoint index -> (log digest, state digest, the node that reported it first).
     checkpoints: dict[Index, tuple[bytes, bytes, NodeId]] = field(default_factory=dict)
 
@@ -104,7 +106,7 @@ class InvariantChecker:
         return prefix
 
     def on_digests(self, node: NodeId, index: Index, log_digest: str, outcome_digest: str) -> None:
-        if index == 0:
+        if index == 0 or node in self.faulty:
             return
         first = self.digests.setdefault(index, (log_digest, outcome_digest, node))
         if first[:2] != (log_digest, outcome_digest):
@@ -117,6 +119,8 @@ class InvariantChecker:
     def on_checkpoint(
         self, node: NodeId, index: Index, log_digest: bytes, state_digest: bytes
     ) -> None:
+        if node in self.faulty:
+            return
         first = self.checkpoints.setdefault(index, (log_digest, state_digest, node))
         if first[:2] != (log_digest, state_digest):
             what = "log" if first[0] != log_digest else "state"

@@ -208,6 +208,8 @@ class SimSettings:
     checkpoint_every: int = 0
     max_replies_per_session: int = 64
     session_timeout_ms: int = 3_600_000
+    #: A replica that finds its service diverged asks the leader for a snapshot.
+    auto_repair: bool = False
     #: What the replicas run (MODULE:CLASS).
     service: str = "phalanx.sim.services:SimKV"
 
@@ -228,6 +230,7 @@ class SimCluster:
         compaction_margin: int = 0,
         settings: SimSettings | None = None,
         service_factory: Callable[[], Service] | None = None,
+        faulty_services: dict[NodeId, Callable[[], Service]] | None = None,
     ) -> None:
         assert nodes >= 1
         self.seed = seed
@@ -244,6 +247,9 @@ class SimCluster:
             compaction_margin=compaction_margin,
         )
         self._service_factory = service_factory or _load_service(self.settings.service)
+        #: Nodes that run a deliberately non-deterministic service instead (divergence
+        #: scenarios): the checker leaves their digests out of its agreement.
+        self._faulty_services = dict(faulty_services or {})
         self.members = {node_id: ("sim", int(node_id)) for node_id in self.ids}
         self.snapshots_taken = 0
         self.snapshots_installed = 0
@@ -256,6 +262,7 @@ class SimCluster:
         self._trace = hashlib.blake2b(digest_size=16)
         self.blocked: set[tuple[NodeId, NodeId]] = set()
         self.checker = InvariantChecker()
+        self.checker.faulty = set(faulty_services or ())
         self.messages_sent = 0
         #: Messages the nodes sent, by message type name (before any network fault).
         self.messages_by_type: Counter[str] = Counter()
@@ -314,6 +321,7 @@ class SimCluster:
             snapshot_every_bytes=0,
             snapshot_compaction_margin=s.compaction_margin,
             checkpoint_every_entries=s.checkpoint_every,
+            auto_repair=s.auto_repair,
             pre_vote=s.pre_vote,
             check_quorum=s.check_quorum,
             broadcast_commit=s.broadcast_commit,
@@ -749,7 +757,7 @@ class SimCluster:
         )
         replica = Replica(
             self.node_config(node.node_id),
-            self._service_factory(),
+            self._faulty_services.get(node.node_id, self._service_factory)(),
             clock=_Clock(self, self._clock_offsets[node.node_id]),
             rng=random.Random(f"{self.seed}/{node.node_id}/{node.incarnation}"),
             hard_state=restored.hard_state,
