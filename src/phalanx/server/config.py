@@ -57,6 +57,10 @@ REMOVED_KEYS = {
 }
 
 
+#: The core's defaults, which the `[raft]` settings below start from.
+_CORE = RaftConfig(node_id=NodeId(1), voters=(NodeId(1),))
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: NodeId
@@ -105,17 +109,17 @@ class NodeConfig:
     #: (The core's own defaults, 10 and 1, count abstract ticks for the simulator.)
     election_timeout_ticks: int = 15
     heartbeat_interval_ticks: int = 3
-    #: The rest default to the core's values (a test keeps them equal).
-    max_inflight_messages: int = 256
-    max_inflight_bytes: int = 32 * 1024 * 1024
-    max_message_bytes: int = 1024 * 1024
-    max_uncommitted_bytes: int = 64 * 1024 * 1024
-    max_apply_bytes: int = 1024 * 1024
-    replication_stall_heartbeats: int = 3
-    snapshot_stall_heartbeats: int = 200
-    pre_vote: bool = True
-    check_quorum: bool = True
-    broadcast_commit: bool = False
+    #: The rest default to the core's own values (see `RaftConfig`).
+    max_inflight_messages: int = _CORE.max_inflight_messages
+    max_inflight_bytes: int = _CORE.max_inflight_bytes
+    max_message_bytes: int = _CORE.max_message_bytes
+    max_uncommitted_bytes: int = _CORE.max_uncommitted_bytes
+    max_apply_bytes: int = _CORE.max_apply_bytes
+    replication_stall_heartbeats: int = _CORE.replication_stall_heartbeats
+    snapshot_stall_heartbeats: int = _CORE.snapshot_stall_heartbeats
+    pre_vote: bool = _CORE.pre_vote
+    check_quorum: bool = _CORE.check_quorum
+    broadcast_commit: bool = _CORE.broadcast_commit
 
     @property
     def address(self) -> tuple[str, int]:

@@ -134,18 +134,9 @@ class Node:
         self.exit_code = 0
         self._background: set[asyncio.Task[None]] = set()
 
-    # Views kept for tools and tests that look inside a node.
     @property
     def service(self) -> Any:
         return self.replica.service
-
-    @property
-    def container(self) -> Any:
-        return self.replica.container
-
-    @property
-    def raw(self) -> Any:
-        return self.replica.raw
 
     def wake(self) -> None:
         self._wake.set()
@@ -435,12 +426,6 @@ class Node:
             snapshots_received=stats.received,
             snapshot_fork_ms_max=round(stats.max_fork_ms, 2),
         )
-
-    # Kept for the admin path and tests.
-    def request_repair(self) -> str:
-        note = self.replica.request_repair()
-        self._carry_out_outbox()
-        return note
 
 
 def inbound_connections_allowed() -> int:

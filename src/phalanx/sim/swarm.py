@@ -517,12 +517,8 @@ def _check_replay(run: _Run) -> None:
     cluster = run.cluster
     live = cluster.replica(cluster.alive()[0])
     target = live.container.applied_index
-    want = (
-        live.container.log_digest(),
-        live.container.outcome_digest(),
-        live.container.state_digest(),
-    )
-    factory = SimBank if isinstance(live.service, SimBank) else SimKV
+    want = _digests(live.container)
+    factory = type(live.service)
     limits = container_limits_for(live.config)
     archive = sorted(
         cluster.snapshot_archive.items(),
@@ -535,7 +531,7 @@ def _check_replay(run: _Run) -> None:
         container.restore(data)
         entries = [cluster.checker.applied[Index(i)] for i in range(meta.index + 1, target + 1)]
         container.apply_batch(entries)
-        got = (container.log_digest(), container.outcome_digest(), container.state_digest())
+        got = _digests(container)
         run.replays += 1
         if got != want:
             names = ("log", "outcome", "state")
@@ -546,6 +542,10 @@ def _check_replay(run: _Run) -> None:
                 f"replica whose {', '.join(differ)} digest differs from the live ones' at "
                 f"index {target}",
             )
+
+
+def _digests(container: ServiceContainer) -> tuple[str, str, str]:
+    return container.log_digest(), container.outcome_digest(), container.state_digest()
 
 
 def _check_linearizable(run: _Run) -> None:
